@@ -1,0 +1,48 @@
+"""Attention of [CLS] and of the registers to the patches, last block (Figs. 1, 2, 8, 9), and two
+numbers read off the maps: where [CLS] looks (background share, outlier share), and how much
+different registers look at the same places (mean pairwise overlap)."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from . import data, model as vit
+
+
+@torch.no_grad()
+def maps(model, x_uint8: torch.Tensor, block: int = -1, batch: int = 256, device="cpu") -> dict:
+    """{"cls": B x heads x h x w, "registers": B x R x heads x h x w} attention probabilities."""
+    model = model.to(device).eval()
+    parts = [vit.prefix_attention_maps(model, data.normalize(x_uint8[i:i + batch].to(device)), block)
+             for i in range(0, len(x_uint8), batch)]
+    return {k: torch.cat([p[k].cpu() for p in parts]) for k in ("cls", "registers")}
+
+
+def normalise(m: torch.Tensor) -> torch.Tensor:
+    """Maps (... x h x w) rescaled to sum to 1 over the patches."""
+    return m / m.flatten(-2).sum(-1)[..., None, None].clamp_min(1e-12)
+
+
+def mass_on(cls_maps: torch.Tensor, where: torch.Tensor) -> float:
+    """Mean share of [CLS]'s patch attention (head mean, renormalised over patches) that falls on
+    the patches marked in `where` (B x N)."""
+    m = normalise(cls_maps.mean(1)).flatten(1)
+    return float((m * where.float()).sum(1).mean())
+
+
+def overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Histogram intersection of two normalised maps (... x h x w): 1 = same map, 0 = disjoint."""
+    return torch.minimum(normalise(a), normalise(b)).flatten(-2).sum(-1)
+
+
+def register_overlap(reg_maps: torch.Tensor) -> dict:
+    """Mean pairwise overlap of the registers' head-mean maps (B x R x heads x h x w), per pair and
+    overall, and the same for one register's map on two different images (a baseline for 'unrelated')."""
+    m = reg_maps.mean(2)                       # B x R x h x w
+    R = m.shape[1]
+    if R < 2:
+        return {"mean_pairwise": None, "pairs": {}, "across_images": None}
+    pairs = {f"{i + 1}-{j + 1}": float(overlap(m[:, i], m[:, j]).mean()) for i, j in itertools.combinations(range(R), 2)}
+    across = float(overlap(m[:-1], m[1:]).mean()) if len(m) > 1 else None
+    return {"mean_pairwise": sum(pairs.values()) / len(pairs), "pairs": pairs, "across_images": across}

@@ -1,0 +1,411 @@
+"""params.yaml, read into flat dataclasses and validated on load.
+
+Layout of params.yaml::
+
+    profile: smoke            # the block of `profiles` the pipeline runs
+    seeds: [...]              # the DVC matrices (dvc.yaml reads these)
+    ablation_registers: [...]
+    sizes: [...]
+    size_seeds: [...]
+    scene_registers: [...]
+    profiles:
+      smoke: {smoke, require_gpu, model, sizes_table, train, scene, analysis}
+      study: {...}
+
+Every block maps onto one dataclass below; an unknown or missing key, a wrong type or a value out
+of range raises :class:`ConfigError` naming the key, the file and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from . import paths
+
+MAX_REGISTERS = 16
+
+
+class ConfigError(ValueError):
+    """A parameter is missing, unknown, mistyped or out of range."""
+
+
+# --------------------------------------------------------------------------------------------
+# the blocks
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ViT: timm's VisionTransformer with a class token, `registers` register tokens and LayerScale."""
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    img_size: int
+    mlp_ratio: float = 4.0
+    layerscale: float = 1e-4  # LayerScale init value; 0 turns LayerScale off
+    registers: int = 0
+    in_chans: int = 1
+    num_classes: int = 10
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    size: str             # key into the profile's size table for the main runs
+    patch_size: int
+    mlp_ratio: float
+    layerscale: float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    label_smoothing: float
+    grad_clip: float
+    train_images: int     # 0 = the whole training split
+    ckpt_every: int       # epochs between checkpoints
+    compile: bool         # torch.compile on CUDA
+    probe_images: int     # fixed validation images whose token norms are logged every epoch
+    shift: int            # random shift in pixels (pad + crop)
+    flip: bool            # random horizontal flip
+    eval_images: int = 0  # val/test images scored during and after training; 0 = all
+    eval_batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Fashion-MNIST items pasted at a random place and scale on a textured canvas (LOST, Table 3)."""
+    canvas: int
+    patch_size: int
+    scale_min: int        # item side in pixels
+    scale_max: int
+    texture: float        # amplitude of the distractor texture, 0..1
+    epochs: int
+    test_scenes: int
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    eval_images: int          # test images whose tokens the norm figures use
+    map_images: int           # images in the map grids (Figs 1-3, 9)
+    probe_train_images: int   # training images whose frozen tokens train the linear probes
+    probe_test_images: int    # test images the probes are scored on
+    probe_epochs: int
+    probe_lr: float
+    probe_seeds: int          # repeats of each probe (spread)
+    lost_k: int               # LOST: number of lowest-degree patches for seed expansion
+    lost_feature: str         # key | value | output
+    lost_bias: float          # added to the patch-similarity matrix before degrees are taken
+    voc_root: str = ""        # folder holding VOCdevkit/VOC2007 and VOC2012 ("" = not available)
+    coco_root: str = ""       # folder holding annotations/instances_train2014.json and train2014/
+    coco20k_list: str = ""    # file listing the 19,817 COCO20k images
+    real_image_size: int = 112  # longer side of VOC/COCO images fed to the scene models
+    real_max_images: int = 0  # cap on VOC/COCO images (0 = all)
+
+    def __post_init__(self):
+        if self.lost_feature not in ("key", "value", "output"):
+            raise ConfigError(f"analysis.lost_feature must be key, value or output, not {self.lost_feature!r}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    smoke: bool
+    require_gpu: bool
+    model: ModelDefaults
+    sizes_table: dict
+    train: TrainConfig
+    scene: SceneConfig
+    analysis: AnalysisConfig
+
+    def size(self, name: str) -> SizeConfig:
+        if name not in self.sizes_table:
+            raise ConfigError(f"model size {name!r} is not in profiles.{self.name}.sizes_table "
+                              f"(have {sorted(self.sizes_table)}); add it to params.yaml")
+        return self.sizes_table[name]
+
+    @property
+    def label(self) -> str:
+        """What every figure and table of this profile says about its scale."""
+        return "SMOKE RUN (tiny CPU models, not a result)" if self.smoke else f"{self.name} profile"
+
+
+@dataclass(frozen=True)
+class Study:
+    """The whole of params.yaml."""
+    profile: str
+    seeds: tuple
+    ablation_registers: tuple
+    sizes: tuple
+    size_seeds: tuple
+    scene_registers: tuple
+    profiles: dict
+
+    @property
+    def active(self) -> Profile:
+        return self.profiles[self.profile]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: what the training notebook receives."""
+    profile: str
+    smoke: bool
+    family: str           # main | size | scene
+    name: str
+    seed: int
+    model: ModelConfig
+    train: TrainConfig
+    scene: SceneConfig | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    typ_name = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    if typ_name == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if typ_name == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+        return int(value)
+    if typ_name == "float":
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML reads 1e-4 (without a dot) as a string
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, not {value!r}")
+        return float(value)
+    if typ_name == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        return value
+    return value
+
+
+def build(cls, raw: Mapping, where: str, **extra):
+    """Instantiate dataclass `cls` from `raw`, refusing unknown or missing keys."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping of keys, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(fields)}. "
+                          "Fix the spelling in params.yaml.")
+    kwargs = dict(extra)
+    for name, f in fields.items():
+        if name in raw:
+            kwargs[name] = _coerce(raw[name], f.type, f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {where}.{name} in params.yaml")
+    return cls(**kwargs)
+
+
+def _positive(where: str, **values):
+    for k, v in values.items():
+        if v <= 0:
+            raise ConfigError(f"{where}.{k} must be > 0, got {v}")
+
+
+def _int_list(raw, where, lo=None, hi=None) -> tuple:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where} must be a non-empty list")
+    out = tuple(_coerce(v, "int", f"{where}[{i}]") for i, v in enumerate(raw))
+    for v in out:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ConfigError(f"{where} holds {v}, outside [{lo}, {hi}]")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{where} repeats a value: {list(out)}")
+    return out
+
+
+def parse_profile(name: str, raw: Mapping) -> Profile:
+    where = f"profiles.{name}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    allowed = {"smoke", "require_gpu", "model", "sizes_table", "train", "scene", "analysis"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+    missing = sorted(allowed - set(raw))
+    if missing:
+        raise ConfigError(f"missing key(s) {missing} in {where}")
+    sizes = {}
+    if not isinstance(raw["sizes_table"], Mapping) or not raw["sizes_table"]:
+        raise ConfigError(f"{where}.sizes_table must map size names to embed_dim/depth/num_heads")
+    for k, v in raw["sizes_table"].items():
+        s = build(SizeConfig, v, f"{where}.sizes_table.{k}")
+        _positive(f"{where}.sizes_table.{k}", embed_dim=s.embed_dim, depth=s.depth, num_heads=s.num_heads)
+        if s.embed_dim % s.num_heads:
+            raise ConfigError(f"{where}.sizes_table.{k}: embed_dim {s.embed_dim} is not divisible by "
+                              f"num_heads {s.num_heads}")
+        sizes[str(k)] = s
+    model = build(ModelDefaults, raw["model"], f"{where}.model")
+    if model.size not in sizes:
+        raise ConfigError(f"{where}.model.size={model.size!r} is not in {where}.sizes_table {sorted(sizes)}")
+    if 28 % model.patch_size:
+        raise ConfigError(f"{where}.model.patch_size={model.patch_size} must divide 28 (Fashion-MNIST side)")
+    if model.layerscale < 0:
+        raise ConfigError(f"{where}.model.layerscale must be >= 0 (0 turns LayerScale off)")
+    train = build(TrainConfig, raw["train"], f"{where}.train")
+    _positive(f"{where}.train", epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
+              ckpt_every=train.ckpt_every, probe_images=train.probe_images,
+              eval_batch_size=train.eval_batch_size)
+    if min(train.train_images, train.warmup_steps, train.shift, train.eval_images) < 0:
+        raise ConfigError(f"{where}.train: train_images, warmup_steps, shift and eval_images must be >= 0")
+    if not 0 <= train.label_smoothing < 1:
+        raise ConfigError(f"{where}.train.label_smoothing must be in [0, 1)")
+    scene = build(SceneConfig, raw["scene"], f"{where}.scene")
+    _positive(f"{where}.scene", canvas=scene.canvas, patch_size=scene.patch_size, epochs=scene.epochs,
+              test_scenes=scene.test_scenes, scale_min=scene.scale_min)
+    if scene.canvas % scene.patch_size:
+        raise ConfigError(f"{where}.scene.patch_size={scene.patch_size} must divide canvas={scene.canvas}")
+    if not scene.scale_min <= scene.scale_max <= scene.canvas:
+        raise ConfigError(f"{where}.scene needs scale_min <= scale_max <= canvas")
+    if not 0 <= scene.texture <= 1:
+        raise ConfigError(f"{where}.scene.texture must be in [0, 1]")
+    analysis = build(AnalysisConfig, raw["analysis"], f"{where}.analysis")
+    _positive(f"{where}.analysis", eval_images=analysis.eval_images, map_images=analysis.map_images,
+              probe_train_images=analysis.probe_train_images, probe_test_images=analysis.probe_test_images,
+              probe_epochs=analysis.probe_epochs, probe_lr=analysis.probe_lr,
+              probe_seeds=analysis.probe_seeds, lost_k=analysis.lost_k)
+    return Profile(name=name, smoke=_coerce(raw["smoke"], "bool", f"{where}.smoke"),
+                   require_gpu=_coerce(raw["require_gpu"], "bool", f"{where}.require_gpu"),
+                   model=model, sizes_table=sizes, train=train, scene=scene, analysis=analysis)
+
+
+def parse(raw: Mapping, source: str = "params.yaml") -> Study:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source} must hold a mapping at the top level")
+    allowed = {"profile", "seeds", "ablation_registers", "sizes", "size_seeds", "scene_registers", "profiles"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown} in {source}; allowed: {sorted(allowed)}")
+    missing = sorted(allowed - set(raw))
+    if missing:
+        raise ConfigError(f"missing top-level key(s) {missing} in {source}")
+    if not isinstance(raw["profiles"], Mapping) or not raw["profiles"]:
+        raise ConfigError(f"{source}: `profiles` must map profile names to their settings")
+    profiles = {str(k): parse_profile(str(k), v) for k, v in raw["profiles"].items()}
+    profile = _coerce(raw["profile"], "str", "profile")
+    if profile not in profiles:
+        raise ConfigError(f"profile {profile!r} is not defined in {source}; choose one of {sorted(profiles)}")
+    sizes = raw["sizes"]
+    if not isinstance(sizes, list) or not sizes:
+        raise ConfigError("sizes must be a non-empty list of size names")
+    for p in profiles.values():
+        for s in sizes:
+            p.size(str(s))
+    abl = _int_list(raw["ablation_registers"], "ablation_registers", 0, MAX_REGISTERS)
+    if 0 not in abl:
+        raise ConfigError("ablation_registers must include 0 (the baseline)")
+    scene_regs = _int_list(raw["scene_registers"], "scene_registers", 0, MAX_REGISTERS)
+    return Study(profile=profile, seeds=_int_list(raw["seeds"], "seeds", 0),
+                 ablation_registers=abl, sizes=tuple(str(s) for s in sizes),
+                 size_seeds=_int_list(raw["size_seeds"], "size_seeds", 0),
+                 scene_registers=scene_regs, profiles=profiles)
+
+
+def load(path: str | Path | None = None) -> Study:
+    """Read and validate params.yaml (the study's, unless `path` is given)."""
+    path = Path(path) if path else paths.params_file()
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run from the study's checkout (or set REGSTUDY_ROOT)")
+    with open(path) as fh:
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return parse(raw, str(path))
+
+
+def load_profile(profile: str | None = None, path: str | Path | None = None) -> Profile:
+    study = load(path)
+    name = profile or study.profile
+    if name not in study.profiles:
+        raise ConfigError(f"profile {name!r} is not defined in params.yaml; choose one of {sorted(study.profiles)}")
+    return study.profiles[name]
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------
+FAMILIES = ("main", "size", "scene")
+
+
+def run_name(family: str, registers: int = 0, seed: int = 0, size: str | None = None) -> str:
+    if family == "main":
+        return f"r{registers}-s{seed}"
+    if family == "size":
+        return f"size-{size}-s{seed}"
+    if family == "scene":
+        return f"scene-r{registers}-s{seed}"
+    raise ConfigError(f"unknown run family {family!r}; use one of {FAMILIES}")
+
+
+def run_config(profile: Profile, family: str, *, registers: int = 0, seed: int = 0,
+               size: str | None = None) -> RunConfig:
+    """The configuration of one training run of `profile`."""
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown run family {family!r}; use one of {FAMILIES}")
+    if not 0 <= registers <= MAX_REGISTERS:
+        raise ConfigError(f"registers={registers} is outside 0..{MAX_REGISTERS}")
+    if family == "size" and registers:
+        raise ConfigError("the model-size sweep trains baselines only (registers=0)")
+    size = size or profile.model.size
+    s = profile.size(size)
+    train = profile.train
+    scene = None
+    if family == "scene":
+        scene = profile.scene
+        img, patch = scene.canvas, scene.patch_size
+        train = dataclasses.replace(train, epochs=scene.epochs, flip=False, shift=0)
+    else:
+        img, patch = 28, profile.model.patch_size
+    model = ModelConfig(embed_dim=s.embed_dim, depth=s.depth, num_heads=s.num_heads, patch_size=patch,
+                        img_size=img, mlp_ratio=profile.model.mlp_ratio,
+                        layerscale=profile.model.layerscale, registers=registers)
+    return RunConfig(profile=profile.name, smoke=profile.smoke, family=family,
+                     name=run_name(family, registers, seed, size), seed=seed, model=model,
+                     train=train, scene=scene)
+
+
+def run_config_from_dict(d: Mapping) -> RunConfig:
+    """Rebuild a RunConfig from its `to_dict()` form (as stored in checkpoints and logs)."""
+    d = dict(d)
+    model = build(ModelConfig, d.pop("model"), "run.model")
+    train = build(TrainConfig, d.pop("train"), "run.train")
+    scene_raw = d.pop("scene", None)
+    scene = build(SceneConfig, scene_raw, "run.scene") if scene_raw else None
+    return build(RunConfig, d, "run", model=model, train=train, scene=scene)

@@ -1,0 +1,223 @@
+"""Fashion-MNIST: find it, check it, split it once, and hold it on the training device.
+
+Where the raw files are looked for, in this order:
+1. ``data/raw/`` in the study's checkout (the four ``*-idx?-ubyte[.gz]`` files);
+2. ``/usr/share/datasets/fashion-mnist/`` (Debian/Ubuntu package ``dataset-fashion-mnist``);
+3. a download through ``torchvision.datasets.FashionMNIST`` into ``data/raw/`` (needs the internet).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import paths
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot")
+MEAN, STD = 0.286, 0.353          # Fashion-MNIST pixel statistics (of x/255)
+BACKGROUND_MAX = 10               # a patch whose mean pixel is <= 10 (of 255) is background
+VAL_SIZE = 5000                   # held out of the 60,000 training images, fixed by SPLIT_SEED
+SPLIT_SEED = 20240116
+PREPARED_NAME = "fashion_mnist.npz"
+
+
+class DataError(RuntimeError):
+    """The dataset is missing, unreadable or not what it should be."""
+
+
+# --------------------------------------------------------------------------------------------
+# raw files
+# --------------------------------------------------------------------------------------------
+def _find_in(folder: Path) -> dict | None:
+    found = {}
+    for key, stem in FILES.items():
+        for cand in (folder / stem, folder / f"{stem}.gz"):
+            if cand.is_file():
+                found[key] = cand
+                break
+    return found if len(found) == len(FILES) else None
+
+
+def locate_raw(raw_dir: Path | None = None, debian_dir: Path = DEBIAN_DIR, download: bool = True) -> dict:
+    """Paths of the four IDX files; see the module docstring for the search order."""
+    raw_dir = Path(raw_dir) if raw_dir else paths.raw_dir()
+    for folder in (raw_dir, debian_dir):
+        found = _find_in(folder)
+        if found:
+            return found
+    problem = "downloading was not allowed"
+    if download:
+        try:
+            from torchvision.datasets import FashionMNIST
+            FashionMNIST(str(raw_dir / "_torchvision"), train=True, download=True)
+            FashionMNIST(str(raw_dir / "_torchvision"), train=False, download=True)
+            src = raw_dir / "_torchvision" / "FashionMNIST" / "raw"
+            raw_dir.mkdir(parents=True, exist_ok=True)
+            for stem in FILES.values():
+                for suffix in (".gz", ""):
+                    if (src / f"{stem}{suffix}").is_file():
+                        shutil.copy(src / f"{stem}{suffix}", raw_dir / f"{stem}{suffix}")
+            found = _find_in(raw_dir)
+            if found:
+                return found
+            problem = "torchvision's download finished but left no IDX files"
+        except Exception as e:  # no internet, no torchvision, ...
+            problem = f"torchvision's download failed ({type(e).__name__}: {e})"
+    raise DataError(
+        "Fashion-MNIST not found. Give it to the study in one of three ways:\n"
+        f"  1. put the four files {sorted(FILES.values())} (or .gz) in {raw_dir}/;\n"
+        f"  2. install the Debian package: sudo apt-get install dataset-fashion-mnist (files land in {debian_dir}/);\n"
+        f"  3. be online, so that torchvision.datasets.FashionMNIST can download it into {raw_dir}/ "
+        f"({problem}).")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a uint8 array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is unreadable ({e}); delete it and fetch it again") from None
+    if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes; delete it and fetch it again")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    n = int(np.prod(shape))
+    if len(data) - offset != n:
+        raise DataError(f"{path} is truncated or padded: header says {shape} ({n} bytes), "
+                        f"file holds {len(data) - offset}; delete it and fetch it again")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def load_raw(files: dict) -> dict:
+    arrays = {k: read_idx(p) for k, p in files.items()}
+    expected = {"train_images": (60000, 28, 28), "train_labels": (60000,),
+                "test_images": (10000, 28, 28), "test_labels": (10000,)}
+    for k, shape in expected.items():
+        if arrays[k].shape != shape:
+            raise DataError(f"{files[k]} has shape {arrays[k].shape}, Fashion-MNIST's is {shape}")
+    for split, per_class in (("train", 6000), ("test", 1000)):
+        counts = np.bincount(arrays[f"{split}_labels"], minlength=10)
+        if len(counts) != 10 or not (counts == per_class).all():
+            raise DataError(f"{files[split + '_labels']}: class counts {counts.tolist()} are not "
+                            f"Fashion-MNIST's {per_class} per class")
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------
+# the prepared split
+# --------------------------------------------------------------------------------------------
+def split(arrays: dict, val_size: int = VAL_SIZE, seed: int = SPLIT_SEED) -> dict:
+    """Fixed train/val/test split: `val_size` training images held out, stratified by nothing,
+    chosen by a permutation seeded with `seed`."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(arrays["train_labels"]))
+    val, train = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+    return {
+        "x_train": arrays["train_images"][train], "y_train": arrays["train_labels"][train],
+        "x_val": arrays["train_images"][val], "y_val": arrays["train_labels"][val],
+        "x_test": arrays["test_images"], "y_test": arrays["test_labels"],
+    }
+
+
+def sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def prepare(out_dir: Path | None = None, raw_dir: Path | None = None, download: bool = True) -> dict:
+    """Write data/prepared/fashion_mnist.npz (uint8) and its provenance JSON; return the provenance."""
+    out_dir = Path(out_dir) if out_dir else paths.prepared_dir()
+    files = locate_raw(raw_dir, download=download)
+    arrays = split(load_raw(files))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / PREPARED_NAME, **arrays)
+    meta = {"source": {k: str(v) for k, v in files.items()},
+            "split_seed": SPLIT_SEED, "val_size": VAL_SIZE,
+            "sizes": {k: int(len(v)) for k, v in arrays.items() if k.startswith("y_")},
+            "sha256": {k: sha256(v) for k, v in arrays.items()}}
+    (out_dir / "fashion_mnist.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load_prepared(path: Path | None = None) -> dict:
+    """The prepared split as numpy uint8 arrays (x_*: N x 28 x 28, y_*: N)."""
+    path = Path(path) if path else paths.prepared_dir() / PREPARED_NAME
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `dvc repro prepare` (or python -m regstudy.prepare) first")
+    try:
+        with np.load(path) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise DataError(f"{path} is unreadable ({e}); delete it and run `dvc repro prepare`") from None
+    for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        if k not in out:
+            raise DataError(f"{path} lacks {k}; delete it and run `dvc repro prepare`")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# on-device tensors and batched augmentation
+# --------------------------------------------------------------------------------------------
+def to_device(x: np.ndarray, device) -> torch.Tensor:
+    """uint8 images N x H x W -> uint8 tensor N x 1 x H x W on `device` (kept uint8: 4x less memory)."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if t.ndim == 3:
+        t = t[:, None]
+    return t.to(device)
+
+
+def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 normalised with the Fashion-MNIST mean/std."""
+    return (x_uint8.float() / 255.0 - MEAN) / STD
+
+
+def augment(x: torch.Tensor, shift: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random shift (zero-pad by `shift`, random crop back) and horizontal flip, for a whole batch
+    at once on its device, by one gather: no per-image Python loop. `x` is B x C x H x W."""
+    B, C, H, W = x.shape
+    dev = x.device
+    rows = torch.arange(H, device=dev).expand(B, H)
+    cols = torch.arange(W, device=dev).expand(B, W)
+    if flip:
+        do_flip = torch.rand(B, generator=generator, device=dev) < 0.5
+        cols = torch.where(do_flip[:, None], (W - 1) - cols, cols)
+    if shift:
+        dy = torch.randint(-shift, shift + 1, (B, 1), generator=generator, device=dev)
+        dx = torch.randint(-shift, shift + 1, (B, 1), generator=generator, device=dev)
+        rows, cols = rows + dy, cols + dx
+    valid = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]
+    r = rows.clamp(0, H - 1)[:, :, None].expand(B, H, W)
+    c = cols.clamp(0, W - 1)[:, None, :].expand(B, H, W)
+    b = torch.arange(B, device=dev)[:, None, None].expand(B, H, W)
+    out = x[b, :, r, c]                       # B x H x W x C
+    out = out * valid[..., None].to(out.dtype)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def patch_means(x_uint8: torch.Tensor, patch: int) -> torch.Tensor:
+    """Mean pixel (0..255) of each patch, B x (H/p * W/p), in the ViT's row-major token order."""
+    x = x_uint8.float()
+    if x.ndim == 3:
+        x = x[:, None]
+    m = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), patch)
+    return m.flatten(1)
+
+
+def background_patches(x_uint8: torch.Tensor, patch: int, max_mean: float = BACKGROUND_MAX) -> torch.Tensor:
+    """Boolean B x N: patches whose mean pixel is <= `max_mean` (of 255)."""
+    return patch_means(x_uint8, patch) <= max_mean

@@ -1,0 +1,188 @@
+"""The ViT of the study: timm's VisionTransformer, plus two helpers the analyses need.
+
+Token order inside timm's ViT is ``[cls, reg_1 .. reg_R, patch_1 .. patch_N]`` (patches row-major).
+* :func:`tokens` runs the model and returns, for the blocks asked for, the tokens split into named
+  groups (:class:`TokenGroups`: ``cls``, ``registers``, ``patches``).
+* :func:`attention` recomputes a block's attention probabilities from its input, so training keeps
+  timm's fused attention (``F.scaled_dot_product_attention``) untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from .config import MAX_REGISTERS, ModelConfig
+
+
+def build(cfg: ModelConfig) -> VisionTransformer:
+    """timm ViT with a class token, `cfg.registers` register tokens (no position embedding for the
+    prefix tokens, as in DINOv2/DeiT-III) and LayerScale (`cfg.layerscale`, 0 = off)."""
+    if not 0 <= cfg.registers <= MAX_REGISTERS:
+        raise ValueError(f"registers={cfg.registers} is outside 0..{MAX_REGISTERS}")
+    return VisionTransformer(
+        img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
+        num_classes=cfg.num_classes, embed_dim=cfg.embed_dim, depth=cfg.depth,
+        num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True,
+        init_values=cfg.layerscale or None, class_token=True, reg_tokens=cfg.registers,
+        no_embed_class=True, global_pool="token", dynamic_img_size=True,
+    )
+
+
+def num_prefix(model: VisionTransformer) -> int:
+    return model.num_prefix_tokens
+
+
+def num_registers(model: VisionTransformer) -> int:
+    return model.num_reg_tokens
+
+
+@dataclass
+class TokenGroups:
+    """Tokens of one block, by group. cls: B x D; registers: B x R x D; patches: B x N x D."""
+    cls: torch.Tensor
+    registers: torch.Tensor
+    patches: torch.Tensor
+    grid: tuple  # (h, w) of the patch grid
+
+    @property
+    def patch_map(self) -> torch.Tensor:
+        """Patches as B x h x w x D."""
+        B, N, D = self.patches.shape
+        return self.patches.reshape(B, *self.grid, D)
+
+
+def split_tokens(model: VisionTransformer, x: torch.Tensor, grid: tuple) -> TokenGroups:
+    """Split a B x (1 + R + N) x D token tensor into its named groups."""
+    R = num_registers(model)
+    if x.shape[1] != 1 + R + grid[0] * grid[1]:
+        raise ValueError(f"expected 1 + {R} + {grid[0]}*{grid[1]} tokens, got {x.shape[1]}")
+    return TokenGroups(cls=x[:, 0], registers=x[:, 1:1 + R], patches=x[:, 1 + R:], grid=tuple(grid))
+
+
+def _embed(model: VisionTransformer, images: torch.Tensor):
+    x = model.patch_embed(images)            # B x h x w x D (dynamic_img_size)
+    grid = tuple(x.shape[1:3]) if x.ndim == 4 else model.patch_embed.grid_size
+    x = model._pos_embed(x)
+    x = model.patch_drop(x)
+    x = model.norm_pre(x)
+    return x, grid
+
+
+def tokens(model: VisionTransformer, images: torch.Tensor, blocks=None, *, inputs: bool = False,
+           final_norm: bool = False) -> dict:
+    """Run `model` on normalised `images` (B x C x H x W, sides multiples of the patch size) and
+    return {block index: TokenGroups} for the output of each block in `blocks` (default: all;
+    negative indices count from the end). With `inputs=True` the key ``"embed"`` holds the tokens
+    entering block 0 (patch embedding + position embedding). With `final_norm=True` the key
+    ``"norm"`` holds the last block's output after the final LayerNorm (what the head sees)."""
+    depth = len(model.blocks)
+    wanted = range(depth) if blocks is None else [b % depth for b in ([blocks] if isinstance(blocks, int) else blocks)]
+    wanted = set(wanted)
+    x, grid = _embed(model, images)
+    out = {}
+    if inputs:
+        out["embed"] = split_tokens(model, x, grid)
+    last = max(wanted) if wanted else -1
+    if final_norm:
+        last = depth - 1
+    for i, blk in enumerate(model.blocks):
+        if i > last:
+            break
+        x = blk(x)
+        if i in wanted:
+            out[i] = split_tokens(model, x, grid)
+    if final_norm:
+        out["norm"] = split_tokens(model, model.norm(x), grid)
+    return out
+
+
+def block_input(model: VisionTransformer, images: torch.Tensor, block: int):
+    """The tokens entering block `block` (B x T x D) and the patch grid."""
+    block = block % len(model.blocks)
+    x, grid = _embed(model, images)
+    for blk in model.blocks[:block]:
+        x = blk(x)
+    return x, grid
+
+
+def qkv(attn_module, x: torch.Tensor):
+    """q, k, v (each B x heads x T x head_dim) of a timm Attention module for its input `x`."""
+    B, T, _ = x.shape
+    q, k, v = attn_module.qkv(x).reshape(B, T, 3, attn_module.num_heads, attn_module.head_dim).permute(2, 0, 3, 1, 4)
+    return attn_module.q_norm(q), attn_module.k_norm(k), v
+
+
+def attention_from_input(attn_module, x_normed: torch.Tensor) -> torch.Tensor:
+    """Softmax attention probabilities (B x heads x T x T) of a timm Attention module, recomputed
+    explicitly from its (already LayerNorm-ed) input."""
+    q, k, _ = qkv(attn_module, x_normed)
+    return ((q * attn_module.scale) @ k.transpose(-2, -1)).float().softmax(dim=-1)
+
+
+def attention(model: VisionTransformer, images: torch.Tensor, block: int = -1) -> tuple:
+    """(probs, grid): attention probabilities B x heads x T x T of block `block` (default: last),
+    tokens ordered [cls, registers, patches]."""
+    block = block % len(model.blocks)
+    x, grid = block_input(model, images, block)
+    blk = model.blocks[block]
+    return attention_from_input(blk.attn, blk.norm1(x)), grid
+
+
+def prefix_attention_maps(model: VisionTransformer, images: torch.Tensor, block: int = -1) -> dict:
+    """Attention of [CLS] and of each register to the patches, as maps.
+
+    Returns {"cls": B x heads x h x w, "registers": B x R x heads x h x w}. Rows are the attention
+    probabilities over *all* tokens restricted to the patch columns (they sum to <= 1; the rest
+    went to prefix tokens)."""
+    probs, (h, w) = attention(model, images, block)
+    P = num_prefix(model)
+    B, H = probs.shape[:2]
+    to_patches = probs[:, :, :P, P:]                        # B x heads x P x N
+    cls_map = to_patches[:, :, 0].reshape(B, H, h, w)
+    reg_map = to_patches[:, :, 1:].permute(0, 2, 1, 3).reshape(B, P - 1, H, h, w)
+    return {"cls": cls_map, "registers": reg_map}
+
+
+def block_features(model: VisionTransformer, images: torch.Tensor, block: int = -1, kind: str = "key"):
+    """Per-token features of block `block` used by LOST: ``key`` / ``value`` (the attention's k or v,
+    heads concatenated) or ``output`` (the block's output). Returns (TokenGroups, grid)."""
+    block = block % len(model.blocks)
+    x, grid = block_input(model, images, block)
+    blk = model.blocks[block]
+    if kind == "output":
+        feats = blk(x)
+    elif kind in ("key", "value"):
+        _, k, v = qkv(blk.attn, blk.norm1(x))
+        t = k if kind == "key" else v
+        feats = t.permute(0, 2, 1, 3).flatten(2)           # B x T x (heads * head_dim)
+    else:
+        raise ValueError(f"feature kind must be key, value or output, not {kind!r}")
+    return split_tokens(model, feats, grid), grid
+
+
+def pad_to_patch(images: torch.Tensor, patch: int, value: float = 0.0) -> torch.Tensor:
+    """Pad B x C x H x W on the right/bottom so that H and W are multiples of `patch`."""
+    H, W = images.shape[-2:]
+    ph, pw = (-H) % patch, (-W) % patch
+    if ph or pw:
+        images = F.pad(images, (0, pw, 0, ph), value=value)
+    return images
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_flops_per_image(cfg: ModelConfig) -> float:
+    """Model FLOPs of one training step per image (forward + backward = 3 x forward), counting
+    multiply-adds as 2: patch embedding, per block qkv/proj/MLP matmuls (2 * T * d * (4d + 2 r d))
+    and attention (4 * T^2 * d), and the head."""
+    d, T = cfg.embed_dim, cfg.num_patches + 1 + cfg.registers
+    hidden = int(cfg.embed_dim * cfg.mlp_ratio)
+    per_block = 2 * T * (4 * d * d + 2 * d * hidden) + 4 * T * T * d
+    embed = 2 * cfg.num_patches * (cfg.patch_size ** 2 * cfg.in_chans) * d
+    head = 2 * d * cfg.num_classes
+    return 3.0 * (embed + cfg.depth * per_block + head)

@@ -1,0 +1,169 @@
+"""Token norms and the outlier rule.
+
+**Outlier rule (documented in the README).** The paper flags tokens above a model-specific norm
+cut-off (150 for DINOv2 ViT-g). We take the cut-off from the data instead of a constant:
+
+1. fit Gaussian mixtures of 1, 2 and 3 components to the natural log of the patch-token norms
+   (EM, deterministic quantile initialisation) and keep the one with the lowest BIC;
+2. the candidate outlier mode is the component with the highest mean; it counts only if it is
+   *rare* (weight < 10%: the paper finds ~2%) and *well separated* from the component below it
+   (Ashman's D = |mu1 - mu2| / sqrt((s1^2 + s2^2) / 2) > 2);
+3. the threshold is the norm at which the two weighted component densities cross, between their
+   means. With no such mode (one component won, or the top one is common or overlapping, as when
+   foreground and background tokens simply differ) nothing is flagged.
+
+A flagged token sits on *background* when its patch's mean pixel is <= 10 of 255.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+LOG10_BINS = np.linspace(-2.0, 4.0, 121)   # shared histogram bins of log10(norm), 0.01 .. 10,000
+ASHMAN_D_MIN = 2.0         # separation of the outlier mode from the mode below it
+MAX_OUTLIER_WEIGHT = 0.10  # the outlier mode must be rare
+
+
+def log_hist(norms) -> list:
+    """Counts of log10(norm) in LOG10_BINS (values outside are clipped into the end bins)."""
+    v = np.log10(np.clip(np.asarray(norms, dtype=np.float64).ravel(), 1e-12, None))
+    v = np.clip(v, LOG10_BINS[0], LOG10_BINS[-1] - 1e-9)
+    return np.histogram(v, LOG10_BINS)[0].astype(int).tolist()
+
+
+def stats(norms) -> dict:
+    v = np.asarray(norms, dtype=np.float64).ravel()
+    q = np.quantile(v, [0.5, 0.9, 0.99])
+    return {"median": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": float(v.max()),
+            "mean": float(v.mean()), "max_over_median": float(v.max() / max(q[0], 1e-12))}
+
+
+@dataclass
+class OutlierRule:
+    threshold: float | None     # norm above which a token is an outlier; None when not bimodal
+    crossing: float             # where the two fitted components cross (reported even if not bimodal)
+    bimodal: bool
+    ashman_d: float
+    means: tuple                # component means of ln(norm), ascending
+    sds: tuple
+    weights: tuple
+    n: int                      # tokens the fit used
+    components: int = 2         # mixture size chosen by BIC
+
+    def flag(self, norms: torch.Tensor | np.ndarray):
+        if self.threshold is None:
+            return norms > float("inf")
+        return norms > self.threshold
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _normal_pdf(x, mu, sd):
+    return np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+
+
+def fit_gmm(x: np.ndarray, k: int, counts: np.ndarray | None = None, iters: int = 500, tol: float = 1e-10):
+    """k-component 1-D Gaussian mixture by EM on values `x` (optionally weighted by `counts`, e.g.
+    histogram bin centres), initialised at fixed quantiles. Returns (means, sds, weights,
+    log-likelihood), components sorted by mean."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    c = np.ones_like(x) if counts is None else np.asarray(counts, dtype=np.float64).ravel()
+    keep = c > 0
+    x, c = x[keep], c[keep]
+    n = c.sum()
+    cdf = np.cumsum(c) / n
+    init_q = {1: [0.5], 2: [0.5, 0.995], 3: [0.25, 0.75, 0.995]}[k]
+    mu = np.array([x[min(np.searchsorted(cdf, q), len(x) - 1)] for q in init_q], dtype=np.float64)
+    mean = (c * x).sum() / n
+    spread = max(math.sqrt((c * (x - mean) ** 2).sum() / n), 1e-3)
+    sd = np.full(k, spread / k)
+    w = np.full(k, 1.0) if k == 1 else np.array([*np.full(k - 1, 0.95 / (k - 1)), 0.05])
+    floor = max(spread * 1e-3, 1e-6)
+    prev = -np.inf
+    for _ in range(iters):
+        dens = w[None] * np.stack([_normal_pdf(x, mu[j], sd[j]) for j in range(k)], 1) + 1e-300
+        ll = float((c * np.log(dens.sum(1))).sum())
+        resp = c[:, None] * dens / dens.sum(1, keepdims=True)
+        nk = resp.sum(0) + 1e-12
+        w = nk / n
+        mu = (resp * x[:, None]).sum(0) / nk
+        sd = np.maximum(np.sqrt((resp * (x[:, None] - mu[None]) ** 2).sum(0) / nk), floor)
+        if abs(ll - prev) < tol * abs(ll):
+            break
+        prev = ll
+    order = np.argsort(mu)
+    return mu[order], sd[order], w[order], ll
+
+
+FIT_BINS = 4000   # the mixture is fitted on a histogram of the log-norms (bin width ~range/4000)
+
+
+def fit_outlier_rule(norms) -> OutlierRule:
+    """The data-driven outlier threshold (see the module docstring) for a set of token norms."""
+    v = np.asarray(norms.detach().cpu() if isinstance(norms, torch.Tensor) else norms, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) < 10:
+        raise ValueError(f"need at least 10 token norms to fit the outlier rule, got {len(v)}")
+    x = np.log(v)
+    counts, edges = np.histogram(x, FIT_BINS)
+    centres = (edges[:-1] + edges[1:]) / 2
+    fits = {}
+    for k in (1, 2, 3):
+        mu, sd, w, ll = fit_gmm(centres, k, counts)
+        fits[k] = (mu, sd, w, -2 * ll + (3 * k - 1) * math.log(len(x)))
+    k = min(fits, key=lambda j: fits[j][3])
+    mu, sd, w, _ = fits[k]
+    if k == 1:
+        return OutlierRule(threshold=None, crossing=float(np.exp(mu[0] + 3 * sd[0])), bimodal=False, ashman_d=0.0,
+                           means=tuple(map(float, mu)), sds=tuple(map(float, sd)), weights=tuple(map(float, w)),
+                           n=int(len(v)), components=1)
+    lo, hi = k - 2, k - 1
+    d = abs(mu[hi] - mu[lo]) / math.sqrt((sd[lo] ** 2 + sd[hi] ** 2) / 2)
+    grid = np.linspace(mu[lo], mu[hi], 2001)
+    diff = w[lo] * _normal_pdf(grid, mu[lo], sd[lo]) - w[hi] * _normal_pdf(grid, mu[hi], sd[hi])
+    sign = np.nonzero(np.diff(np.sign(diff)))[0]
+    crossing = float(np.exp(grid[sign[-1] + 1] if len(sign) else mu[hi]))
+    bimodal = bool(d > ASHMAN_D_MIN and w[hi] < MAX_OUTLIER_WEIGHT and len(sign) > 0)
+    return OutlierRule(threshold=crossing if bimodal else None, crossing=crossing, bimodal=bimodal,
+                       ashman_d=float(d), means=tuple(map(float, mu)), sds=tuple(map(float, sd)),
+                       weights=tuple(map(float, w)), n=int(len(v)), components=k)
+
+
+def outlier_summary(norms: torch.Tensor, background: torch.Tensor, rule: OutlierRule) -> dict:
+    """Share of patch tokens flagged, and where the flagged ones sit. `norms` and `background` are
+    B x N (norms of patch tokens; True where the patch is background)."""
+    flags = rule.flag(norms)
+    n_flag = int(flags.sum())
+    n_bg = int(background.sum())
+    return {
+        "outlier_frac": n_flag / norms.numel(),
+        "n_outliers": n_flag,
+        "n_tokens": int(norms.numel()),
+        "outlier_bg_share": (int((flags & background).sum()) / n_flag) if n_flag else None,
+        "background_frac": n_bg / norms.numel(),
+        "images_with_outlier": float(flags.any(1).float().mean()),
+        "threshold": rule.threshold,
+        "bimodal": rule.bimodal,
+        "ashman_d": rule.ashman_d,
+        "crossing": rule.crossing,
+    }
+
+
+def hist_frac_above(hist, threshold: float) -> float:
+    """Share of a LOG10_BINS histogram's tokens in bins whose lower edge is >= `threshold`
+    (resolution: one bin, a factor of 10**0.05 = 1.12 in norm)."""
+    h = np.asarray(hist, dtype=float)
+    if h.sum() == 0 or threshold is None:
+        return 0.0
+    lower = 10 ** LOG10_BINS[:-1]
+    return float(h[lower >= threshold].sum() / h.sum())
+
+
+def hist_density_matrix(hists) -> np.ndarray:
+    """Rows of LOG10_BINS histograms -> rows normalised to densities (for heat maps)."""
+    h = np.asarray(hists, dtype=float)
+    return h / np.clip(h.sum(1, keepdims=True), 1, None)

@@ -1,0 +1,71 @@
+"""Every path of the study, resolved from the repository root (never from the notebook's cwd)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _looks_like_root(p: Path) -> bool:
+    return (p / "dvc.yaml").is_file() and (p / "params.yaml").is_file()
+
+
+def repo_root() -> Path:
+    """The study's root: $REGSTUDY_ROOT, else the checkout holding this package, else the first
+    parent of the current directory that holds dvc.yaml and params.yaml."""
+    env = os.environ.get("REGSTUDY_ROOT")
+    if env:
+        root = Path(env).resolve()
+        if not _looks_like_root(root):
+            raise FileNotFoundError(f"REGSTUDY_ROOT={env} holds no dvc.yaml and params.yaml; "
+                                    "point it at the study's checkout or unset it.")
+        return root
+    here = Path(__file__).resolve()
+    for p in [here.parents[2], *Path.cwd().resolve().parents, Path.cwd().resolve()]:
+        if _looks_like_root(p):
+            return p
+    raise FileNotFoundError("cannot find the study's root (a folder with dvc.yaml and params.yaml): "
+                            "run from inside the checkout or set REGSTUDY_ROOT.")
+
+
+ROOT = None  # resolved lazily so that importing the package never fails
+
+
+def root() -> Path:
+    global ROOT
+    if ROOT is None:
+        ROOT = repo_root()
+    return ROOT
+
+
+def params_file() -> Path:
+    return root() / "params.yaml"
+
+
+def raw_dir() -> Path:
+    return root() / "data" / "raw"
+
+
+def prepared_dir() -> Path:
+    return root() / "data" / "prepared"
+
+
+def runs_dir(profile: str) -> Path:
+    return root() / "runs" / profile
+
+
+def run_dir(profile: str, family: str, name: str) -> Path:
+    return runs_dir(profile) / family / name
+
+
+def results_dir(profile: str) -> Path:
+    return root() / "results" / profile
+
+
+def stage_dir(profile: str, stage: str) -> Path:
+    """results/<profile>/<stage>/: the figures, tables and paper comparisons of one notebook."""
+    d = results_dir(profile) / stage
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"

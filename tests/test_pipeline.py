@@ -1,0 +1,71 @@
+"""The smoke `dvc repro`, end to end, in a fresh copy of the checkout (CI runs this on 2 CPU cores)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+FIGURES = ["fig01_fig02_fig09_attention/fig01_fig02_cls_attention", "fig01_fig02_fig09_attention/fig09_register_attention",
+           "fig03_fig07_norms/fig03_norm_maps", "fig03_fig07_norms/fig03_norm_histogram",
+           "fig03_fig07_norms/fig07_norm_histograms", "fig04ab_norms_layers_training/fig04a_norms_per_block",
+           "fig04ab_norms_layers_training/fig04b_norms_over_training", "fig04c_model_size/fig04c_model_size",
+           "fig05_local_information/fig05a_neighbour_cosine", "fig05_local_information/fig05b_local_information",
+           "fig08_tab02a_ablation/fig08_register_ablation", "tab03_lost/tab03_lost_examples"]
+TABLES = ["tab01_global_information/tab01_global_information", "fig08_tab02a_ablation/tab02a_linear_eval",
+          "tab03_lost/tab03_lost", "fig05_local_information/fig05b_local_information", "fig03_fig07_norms/norms_summary"]
+
+
+def checkout_copy(dst: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file() and not f.startswith(("results/", "runs/")) and f != "dvc.lock":
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+    if (REPO / "data" / "raw").is_dir():
+        shutil.copytree(REPO / "data" / "raw", dst / "data" / "raw")
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
+    subprocess.run(git + ["init", "-q"], cwd=dst, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dst, check=True)
+    subprocess.run(git + ["commit", "-qm", "smoke"], cwd=dst, check=True)
+    return dst
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(tmp_path):
+    repo = checkout_copy(tmp_path / "study")
+    env = dict(os.environ, REGSTUDY_ROOT=str(repo), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "regstudy.repro", "--profile", "smoke"], cwd=repo, env=env,
+                       capture_output=True, text=True)
+    minutes = (time.time() - t0) / 60
+    print(f"smoke dvc repro: {minutes:.1f} min")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    res = repo / "results" / "smoke"
+    for f in FIGURES:
+        assert (res / f"{f}.png").stat().st_size > 1000 and (res / f"{f}.pdf").is_file(), f
+    for t in TABLES:
+        md = (res / f"{t}.md").read_text()
+        assert "SMOKE" in md, t
+    norms = json.loads((res / "norms_summary.json").read_text())
+    keys = {"registers", "seed", "epochs", "test_acc", "outlier_frac", "outlier_bg_share", "threshold", "device",
+            "train_seconds"}
+    assert len(norms) == 6 and all(keys <= set(r) for r in norms) and all(r["smoke"] for r in norms)
+    abl = json.loads((res / "ablation_summary.json").read_text())
+    assert {(r["registers"], r["seed"]) for r in abl} == {(k, s) for k in (0, 1, 2, 4, 8, 16) for s in (0, 1, 2)}
+    assert all({"registers", "seed", "test_acc", "probe_acc", "seg_miou", "outlier_frac"} <= set(r) for r in abl)
+    pvo = (res / "paper_vs_ours.md").read_text()
+    assert "SMOKE RUN" in pvo and "Table 3" in pvo and "Fig. 5b" in pvo and "Table 2a" in pvo
+    for nb in (res / "executed").glob("*.ipynb"):
+        assert "SMOKE" in nb.read_text() or nb.name == "report.ipynb", nb
+    lock = (repo / "dvc.lock").read_text()
+    assert "train_scene@4-2" in lock and "report:" in lock
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+
+from regstudy import checkpoint, train
+from regstudy.config import run_config
+
+
+def test_training_learns_and_logs_provenance(tiny_run, tmp_path):
+    m = train.fit(tiny_run, tmp_path / "run", device="cpu")
+    assert m["test_acc"] > 0.15 and m["final_train_loss"] < 2.2     # 10 classes: chance is 0.1, ln 10 = 2.30
+    log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in log] == ["config"] + ["epoch"] * tiny_run.train.epochs + ["final"]
+    cfg = log[0]
+    assert cfg["git"]["commit"] and cfg["device"]["device"] == "cpu" and cfg["run"]["model"]["registers"] == 2
+    ep = log[1]
+    assert ep["images_per_s"] > 0 and len(ep["probe"]["blocks"]) == tiny_run.model.depth
+    assert sum(ep["probe"]["blocks"][-1]["hist"]) == tiny_run.train.probe_images * tiny_run.model.num_patches
+    assert log[-1]["train_seconds"] > 0
+
+
+def test_same_seed_same_metrics_on_cpu(tiny_run, tmp_path):
+    a = train.fit(tiny_run, tmp_path / "a", device="cpu")
+    b = train.fit(tiny_run, tmp_path / "b", device="cpu")
+    assert a == b
+
+
+def test_resume_gives_the_same_final_metrics(tiny_run, tmp_path):
+    full = train.fit(tiny_run, tmp_path / "full", device="cpu")
+    part = train.fit(tiny_run, tmp_path / "part", device="cpu", stop_after_epoch=1)
+    assert part == {"interrupted_after_epoch": 1}
+    assert checkpoint.load(tmp_path / "part" / "checkpoint.pt")["epoch"] == 1
+    resumed = train.fit(tiny_run, tmp_path / "part", device="cpu")
+    assert resumed == full
+    types = [json.loads(l)["type"] for l in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert types == ["config", "epoch", "resume"] + ["epoch"] * (tiny_run.train.epochs - 1) + ["final"]
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_profile, tmp_path):
+    import dataclasses
+    cfg = run_config(tiny_profile, "main", registers=0, seed=0)
+    good = cfg
+    train.fit(good, tmp_path / "r", device="cpu", stop_after_epoch=1)
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    # same config, but poison the weights of the checkpoint so the next epoch's loss is NaN
+    state = checkpoint.load(tmp_path / "r" / "checkpoint.pt")
+    state["model"]["head.weight"] = torch.full_like(state["model"]["head.weight"], float("nan"))
+    checkpoint.save(tmp_path / "r" / "checkpoint.pt", {k: v for k, v in state.items() if k != "format"})
+    poisoned = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(train.NonFiniteLoss, match=r"last good checkpoint \(after epoch 1\).*Lower train.lr"):
+        train.fit(good, tmp_path / "r", device="cpu")
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == poisoned != before   # not overwritten
+    assert json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[-1])["type"] == "error"
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_run, tmp_path):
+    d = tmp_path / "r"
+    train.fit(tiny_run, d, device="cpu", stop_after_epoch=1)
+    raw = (d / "checkpoint.pt").read_bytes()
+    (d / "checkpoint.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt or truncated.*Delete it"):
+        train.fit(tiny_run, d, device="cpu")
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+        train.load_trained(d)
+
+
+def test_checkpoint_of_another_config_is_a_clear_error(tiny_profile, tiny_run, tmp_path):
+    d = tmp_path / "r"
+    train.fit(tiny_run, d, device="cpu", stop_after_epoch=1)
+    other = run_config(tiny_profile, "main", registers=4, seed=0)
+    with pytest.raises(checkpoint.CheckpointError, match=r"model.registers: checkpoint has 2, config has 4"):
+        train.fit(other, d, device="cpu")
+
+
+def test_loading_an_unfinished_or_mismatched_checkpoint(tiny_run, tmp_path):
+    d = tmp_path / "r"
+    train.fit(tiny_run, d, device="cpu", stop_after_epoch=1)
+    with pytest.raises(checkpoint.CheckpointError, match="unfinished"):
+        train.load_trained(d)
+    train.fit(tiny_run, d, device="cpu")
+    model, cfg = train.load_trained(d)
+    assert cfg == tiny_run
+    state = checkpoint.load(d / "checkpoint.pt")
+    state["model"]["pos_embed"] = torch.zeros(1, 3, 16)
+    checkpoint.save(d / "checkpoint.pt", {k: v for k, v in state.items() if k != "format"})
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit the model"):
+        train.load_trained(d)
+
+
+def test_checkpoints_load_with_weights_only(tiny_run, tmp_path):
+    train.fit(tiny_run, tmp_path / "r", device="cpu")
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert state["complete"] and state["epoch"] == tiny_run.train.epochs
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    lrs = [train.lr_at(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01
+
+
+def test_scene_runs_train(tiny_profile, tmp_path):
+    cfg = run_config(tiny_profile, "scene", registers=1, seed=0)
+    m = train.fit(cfg, tmp_path / "s", device="cpu")
+    assert 0 <= m["test_acc"] <= 1 and m["family"] == "scene"
