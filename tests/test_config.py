@@ -20,43 +20,38 @@ def test_repo_params_load_and_both_profiles_validate():
     assert {0, 4} <= set(study.ablation_registers) and len(study.seeds) >= 3
 
 
-def test_unknown_key_is_an_error_naming_it():
-    raw = copy.deepcopy(RAW)
-    raw["profiles"]["smoke"]["train"]["learning_rate"] = 0.1
-    with pytest.raises(config.ConfigError, match="learning_rate"):
-        config.parse(raw)
+def _set(path, value):
+    def mutate(raw):
+        *keys, last = path
+        d = raw
+        for k in keys:
+            d = d[k]
+        if value is DELETE:
+            del d[last]
+        else:
+            d[last] = value
+    return mutate
 
 
-def test_mistyped_value_is_an_error():
-    raw = copy.deepcopy(RAW)
-    raw["profiles"]["study"]["train"]["epochs"] = "eighty"
-    with pytest.raises(config.ConfigError, match="epochs must be an integer"):
-        config.parse(raw)
+DELETE = object()
+BAD = [
+    (("profiles", "smoke", "train", "learning_rate"), 0.1, r"unknown key\(s\) \['learning_rate'\] in profiles.smoke.train"),
+    (("profiles", "study", "train", "epochs"), "eighty", "profiles.study.train.epochs must be an integer"),
+    (("profiles", "smoke", "train", "lr"), DELETE, "missing key profiles.smoke.train.lr"),
+    (("profile",), "huge", "profile 'huge' is not defined"),
+    (("seed",), [0], r"unknown key\(s\) \['seed'\] in the top level"),
+    (("ablation_registers",), [0, 32], "outside"),
+    (("profiles", "smoke", "model", "patch_size"), 5, "must divide 28"),
+    (("profiles", "smoke", "analysis", "lost_feature"), "query", "key, value or output"),
+    (("profiles", "study", "train", "compile"), "yes", "must be true or false"),
+]
 
 
-def test_missing_key_and_unknown_profile():
+@pytest.mark.parametrize("path,value,message", BAD)
+def test_bad_params_are_clear_errors(path, value, message):
     raw = copy.deepcopy(RAW)
-    del raw["profiles"]["smoke"]["train"]["lr"]
-    with pytest.raises(config.ConfigError, match="missing key profiles.smoke.train.lr"):
-        config.parse(raw)
-    raw = copy.deepcopy(RAW)
-    raw["profile"] = "huge"
-    with pytest.raises(config.ConfigError, match="profile 'huge' is not defined"):
-        config.parse(raw)
-
-
-def test_top_level_typo_and_ranges():
-    raw = copy.deepcopy(RAW)
-    raw["seed"] = [0]
-    with pytest.raises(config.ConfigError, match="unknown top-level"):
-        config.parse(raw)
-    raw = copy.deepcopy(RAW)
-    raw["ablation_registers"] = [0, 32]
-    with pytest.raises(config.ConfigError, match="outside"):
-        config.parse(raw)
-    raw = copy.deepcopy(RAW)
-    raw["profiles"]["smoke"]["model"]["patch_size"] = 5
-    with pytest.raises(config.ConfigError, match="must divide 28"):
+    _set(path, value)(raw)
+    with pytest.raises(config.ConfigError, match=message):
         config.parse(raw)
 
 

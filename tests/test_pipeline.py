@@ -38,16 +38,22 @@ def checkout_copy(dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.slow
-def test_smoke_pipeline_end_to_end(tmp_path):
-    repo = checkout_copy(tmp_path / "study")
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A fresh copy of the checkout after `python -m regstudy.repro --profile smoke` (the README's main job)."""
+    repo = checkout_copy(tmp_path_factory.mktemp("smoke") / "study")
     env = dict(os.environ, REGSTUDY_ROOT=str(repo), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "regstudy.repro", "--profile", "smoke"], cwd=repo, env=env,
                        capture_output=True, text=True)
-    minutes = (time.time() - t0) / 60
-    print(f"smoke dvc repro: {minutes:.1f} min")
+    print(f"smoke dvc repro: {(time.time() - t0) / 60:.1f} min")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return repo, env
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(smoke):
+    repo, env = smoke
     res = repo / "results" / "smoke"
     for f in FIGURES:
         assert (res / f"{f}.png").stat().st_size > 1000 and (res / f"{f}.pdf").is_file(), f
@@ -69,3 +75,51 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert "train_scene@4-2" in lock and "report:" in lock
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
+
+
+def plant_outliers(run_dir: Path) -> None:
+    """Test-only: replace a run's outlier rule by one that flags its top 5% of norms, so that the
+    analysis notebooks take the code paths the study needs when outliers exist (the smoke models
+    have none). What it makes is a test artefact, never a result."""
+    import numpy as np
+    tok = json.loads((run_dir / "tokens.json").read_text())
+    with np.load(run_dir / "norms.npz") as z:
+        last = z["patch"][-1].astype(np.float64)
+        bg = z["background"]
+    thr = float(np.quantile(last, 0.95))
+    flags = last > thr
+    tok["rule"].update(threshold=thr, crossing=thr, bimodal=True, ashman_d=3.0, components=2,
+                       means=[float(np.log(np.median(last))), float(np.log(last[flags].mean()))],
+                       sds=[0.3, 0.1], weights=[0.95, 0.05])
+    tok.update(threshold=thr, bimodal=True, outlier_frac=float(flags.mean()), n_outliers=int(flags.sum()),
+               outlier_bg_share=float((flags & bg).sum() / flags.sum()))
+    (run_dir / "tokens.json").write_text(json.dumps(tok))
+
+
+@pytest.mark.slow
+def test_analyses_take_their_outlier_paths(smoke):
+    repo, env = smoke
+    for d in (repo / "runs" / "smoke" / "main").glob("r0-s*"):
+        plant_outliers(d)
+    for d in (repo / "runs" / "smoke" / "size").glob("size-*"):
+        plant_outliers(d)
+    out = repo / "planted"
+    out.mkdir()
+    for nb in ("fig03_fig07_norms", "fig04ab_norms_layers_training", "fig04c_model_size", "fig05_local_information",
+               "tab01_global_information", "fig01_fig02_fig09_attention"):
+        r = subprocess.run(["papermill", "-k", "python3", "--no-progress-bar", f"notebooks/{nb}.ipynb",
+                            str(out / f"{nb}.ipynb"), "-p", "profile", "smoke"], cwd=repo, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, nb + r.stderr[-3000:]
+    claims = {}
+    for f in (repo / "results" / "smoke").glob("*/claims.json"):
+        for c in json.loads(f.read_text())["claims"]:
+            claims[c["quantity"]] = c
+    for q in ("share of patch tokens that are high-norm outliers (baseline)", "outliers sit on background patches",
+              "position top-1 from the token, outlier vs normal", "pixel reconstruction L2 error, outlier vs normal",
+              "input cosine similarity to neighbours, outlier vs normal",
+              "outlier token vs normal patch token (image class)", "[CLS] attention drawn to outlier tokens (baseline)",
+              "which model sizes show high-norm outliers"):
+        assert claims[q]["holds"] in ("yes", "no"), (q, claims[q])
+    table = (repo / "results" / "smoke" / "fig05_local_information" / "fig05b_local_information.md").read_text()
+    assert "not measurable" not in table

@@ -250,17 +250,22 @@ def _int_list(raw, where, lo=None, hi=None) -> tuple:
     return out
 
 
-def parse_profile(name: str, raw: Mapping) -> Profile:
-    where = f"profiles.{name}"
+def _check_keys(raw, allowed: set, where: str) -> None:
+    """`raw` must be a mapping with exactly the keys in `allowed`."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping")
-    allowed = {"smoke", "require_gpu", "model", "sizes_table", "train", "scene", "analysis"}
+        raise ConfigError(f"{where} must be a mapping of keys, got {type(raw).__name__}")
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}. "
+                          "Fix the spelling in params.yaml.")
     missing = sorted(allowed - set(raw))
     if missing:
-        raise ConfigError(f"missing key(s) {missing} in {where}")
+        raise ConfigError(f"missing key(s) {missing} in {where} of params.yaml")
+
+
+def parse_profile(name: str, raw: Mapping) -> Profile:
+    where = f"profiles.{name}"
+    _check_keys(raw, {"smoke", "require_gpu", "model", "sizes_table", "train", "scene", "analysis"}, where)
     sizes = {}
     if not isinstance(raw["sizes_table"], Mapping) or not raw["sizes_table"]:
         raise ConfigError(f"{where}.sizes_table must map size names to embed_dim/depth/num_heads")
@@ -306,15 +311,8 @@ def parse_profile(name: str, raw: Mapping) -> Profile:
 
 
 def parse(raw: Mapping, source: str = "params.yaml") -> Study:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source} must hold a mapping at the top level")
-    allowed = {"profile", "seeds", "ablation_registers", "sizes", "size_seeds", "scene_registers", "profiles"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown top-level key(s) {unknown} in {source}; allowed: {sorted(allowed)}")
-    missing = sorted(allowed - set(raw))
-    if missing:
-        raise ConfigError(f"missing top-level key(s) {missing} in {source}")
+    _check_keys(raw, {"profile", "seeds", "ablation_registers", "sizes", "size_seeds", "scene_registers", "profiles"},
+                f"the top level of {source}")
     if not isinstance(raw["profiles"], Mapping) or not raw["profiles"]:
         raise ConfigError(f"{source}: `profiles` must map profile names to their settings")
     profiles = {str(k): parse_profile(str(k), v) for k, v in raw["profiles"].items()}

@@ -37,7 +37,7 @@ def connected_component(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
     empty where the seed is not in the mask. Batched flood fill by repeated cross-shaped dilation."""
     B, h, w = mask.shape
     comp = torch.zeros(B, h * w, dtype=torch.bool, device=mask.device)
-    comp[torch.arange(B), seed] = True
+    comp[torch.arange(B, device=mask.device), seed] = True
     comp = comp.view(B, h, w) & mask
     kernel = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float32, device=mask.device)[None, None]
     for _ in range(h * w):
@@ -68,19 +68,20 @@ def lost(feats: torch.Tensor, grid: tuple, k: int, bias: float = 0.0) -> LostRes
     h, w = grid
     if N != h * w:
         raise ValueError(f"{N} features do not fill a {h}x{w} grid")
+    ar = torch.arange(B, device=feats.device)
     A = feats.float() @ feats.float().transpose(1, 2) + bias                  # B x N x N
     degree = (A > 0).sum(-1)                                                   # B x N
     order = torch.argsort(degree, dim=1, stable=True)
     seed = order[:, 0]
     k = max(1, min(k, N))
     potentials = order[:, :k]                                                  # B x k
-    seed_sim = A[torch.arange(B)[:, None], seed[:, None], potentials]          # B x k
+    seed_sim = A[ar[:, None], seed[:, None], potentials]                       # B x k
     seed_set = torch.zeros(B, N, dtype=torch.bool, device=feats.device)
     seed_set.scatter_(1, potentials, seed_sim > 0)
-    seed_set[torch.arange(B), seed] = True
+    seed_set[ar, seed] = True
     score = (A * seed_set[:, :, None].float()).sum(1)                          # B x N: sum over S
     mask = (score > 0).view(B, h, w)
-    mask.view(B, N)[torch.arange(B), seed] = True                              # the seed is in its own box
+    mask.view(B, N)[ar, seed] = True                                           # the seed is in its own box
     comp = connected_component(mask, seed)
     return LostResult(seed=seed, seed_set=seed_set, mask=comp, boxes=mask_box(comp), degree=degree)
 

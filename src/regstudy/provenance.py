@@ -42,7 +42,10 @@ def device_info(device: torch.device | str | None = None) -> dict:
 
 
 def describe_device(info: dict) -> str:
-    return info.get("gpu") or f"CPU ({info.get('threads', '?')} threads, {info.get('cpu', '')})"
+    if info.get("gpu"):
+        return info["gpu"]
+    t = info.get("threads", "?")
+    return f"CPU ({t} thread{'' if t == 1 else 's'}, {info.get('cpu', '')})"
 
 
 def pick_device() -> torch.device:

@@ -17,7 +17,9 @@ import torch
 
 from . import data, extract, norms, paths, provenance, scenes
 from .config import Profile, RunConfig, run_name
-from .train import TEST_SCENE_SEED, load_trained
+from .train import TEST_SCENE_SEED, VAL_SCENE_SEED, load_trained
+
+TRAIN_SCENE_SEED = 776    # fixed scenes made from training items (for probes on scene models)
 
 
 @dataclass
@@ -34,7 +36,7 @@ def eval_set(cfg: RunConfig, n: int, split: str = "test") -> EvalSet:
     xs, ys = raw[f"x_{split}"], raw[f"y_{split}"]
     n = min(n, len(ys))
     if cfg.family == "scene":
-        seed = TEST_SCENE_SEED if split == "test" else {"val": 777, "train": 776}[split]
+        seed = {"test": TEST_SCENE_SEED, "val": VAL_SCENE_SEED, "train": TRAIN_SCENE_SEED}[split]
         sc = scenes.fixed(xs, ys, cfg.scene, n, seed)
         bg = ~scenes.box_patch_mask(sc["boxes"], cfg.scene.canvas, cfg.scene.patch_size)
         return EvalSet(sc["x"], sc["y"], bg, sc["boxes"])
