@@ -49,10 +49,3 @@ def features(model, x_uint8: torch.Tensor, block: int | str = "norm", batch: int
         acc["patches"].append(g.patches.float().cpu())
         acc["norms"].append(t[depth - 1].patches.float().norm(dim=-1).cpu())
     return {k: torch.cat(v) for k, v in acc.items()}
-
-
-@torch.no_grad()
-def predictions(model, x_uint8: torch.Tensor, batch: int = 1024, device="cpu") -> torch.Tensor:
-    model = model.to(device).eval()
-    return torch.cat([model(data.normalize(x_uint8[s].to(device))).argmax(1).cpu()
-                      for s in _batches(len(x_uint8), batch)])

@@ -87,10 +87,6 @@ def local_probes(model, train_x, test_x, rule: OutlierRule, patch: int, train_bg
     return {"measurable": True, "reason": "", **info, "rows": rows}
 
 
-def summarise(rows: list, group: str, key: str) -> tuple:
-    return probes.mean_sd([r[key] for r in rows if r["group"] == group])
-
-
 def chance_position(grid: int) -> dict:
     """What a probe that knows nothing scores: 1/N top-1, and the mean distance between two
     uniformly random patches of the grid."""

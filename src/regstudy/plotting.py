@@ -22,12 +22,6 @@ def style() -> None:
                          "xtick.labelsize": 7, "ytick.labelsize": 7, "image.cmap": "viridis"})
 
 
-def reg_color(registers: int, max_registers: int = 16):
-    if registers == 0:
-        return BASE
-    return plt.get_cmap("Oranges")(0.35 + 0.65 * np.log2(registers + 1) / np.log2(max_registers + 1))
-
-
 def label(profile: Profile, what: str = "") -> str:
     return f"{what} — {profile.label}" if what else profile.label
 

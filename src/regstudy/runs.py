@@ -127,13 +127,6 @@ def gather(profile: str, family: str, *, registers=(0,), seeds=(0,), size: str |
     return [load_run(run_dir(profile, family, r, s, size)) for r in registers for s in seeds]
 
 
-def by_registers(run_list: list) -> dict:
-    out = {}
-    for r in run_list:
-        out.setdefault(r["metrics"]["registers"], []).append(r)
-    return out
-
-
 def run_provenance(run_list: list) -> str:
     """'N runs, seeds [..], on <device>, X min of training in all' for captions and reports."""
     devices = sorted({provenance.describe_device(r["final"]["device"]) for r in run_list})
