@@ -104,3 +104,40 @@ def test_scene_runs_train(tiny_profile, tmp_path):
     cfg = run_config(tiny_profile, "scene", registers=1, seed=0)
     m = train.fit(cfg, tmp_path / "s", device="cpu")
     assert 0 <= m["test_acc"] <= 1 and m["family"] == "scene"
+
+
+def test_time_budget_pauses_with_a_checkpoint_and_resumes_to_the_same_metrics(tiny_run, tmp_path):
+    import time as real_time
+    from types import SimpleNamespace
+    full = train.fit(tiny_run, tmp_path / "full", device="cpu")
+    # a clock that jumps 100 s whenever the model is evaluated (once per epoch, on the validation split)
+    now = [0.0]
+    evaluate = train.evaluate
+
+    def slow_evaluate(*a, **k):
+        now[0] += 100.0
+        return evaluate(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "time", SimpleNamespace(time=lambda: now[0], perf_counter=real_time.perf_counter))
+        mp.setattr(train, "evaluate", slow_evaluate)
+        with pytest.raises(train.TimeBudgetReached, match=r"paused after epoch 1 of \d+.*Run the same command again"):
+            train.fit(tiny_run, tmp_path / "part", device="cpu", deadline=150.0)   # epoch 2 would end at ~200 s
+        state = checkpoint.load(tmp_path / "part" / "checkpoint.pt")
+        assert state["epoch"] == 1 and not state["complete"]
+        with pytest.raises(train.TimeBudgetReached, match="paused after epoch 1 .*before training started"):
+            train.fit(tiny_run, tmp_path / "part", device="cpu", deadline=50.0)   # already past: no epoch runs
+        assert checkpoint.load(tmp_path / "part" / "checkpoint.pt")["epoch"] == 1
+    assert train.fit(tiny_run, tmp_path / "part", device="cpu") == full
+    types = [json.loads(l)["type"] for l in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert types[:6] == ["config", "epoch", "paused", "resume", "paused", "resume"] and types[-1] == "final"
+
+
+def test_deadline_env_must_be_a_unix_time(monkeypatch):
+    monkeypatch.setenv(train.DEADLINE_ENV, "tomorrow")
+    with pytest.raises(ValueError, match="REGSTUDY_DEADLINE='tomorrow'.*--time-budget"):
+        train.deadline_from_env()
+    monkeypatch.setenv(train.DEADLINE_ENV, "1700000000")
+    assert train.deadline_from_env() == 1.7e9
+    monkeypatch.delenv(train.DEADLINE_ENV)
+    assert train.deadline_from_env() is None

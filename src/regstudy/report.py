@@ -119,7 +119,7 @@ def paper_vs_ours(profile: Profile, provenance: str) -> str:
         if c["profile"] != profile.name:
             raise ValueError(f"{f} belongs to profile {c['profile']!r}, not {profile.name!r}")
         rows += c["claims"]
-    head = [f"# Paper vs ours ({profile.label})", ""]
+    head = [f"# Paper vs ours: {profile.label}", ""]
     if profile.smoke:
         head += ["> **SMOKE RUN.** Tiny models trained for seconds on a CPU: this table checks the plumbing. "
                  "None of the 'ours' values is a result, and the 'holds' column says nothing about the paper.", ""]
@@ -127,7 +127,7 @@ def paper_vs_ours(profile: Profile, provenance: str) -> str:
              "'holds' says whether the *direction* of the paper's finding holds at our scale "
              "(yes / no / not measurable); the paper's numbers come from much larger models and other data, "
              "so only directions compare.", ""]
-    md = "\n".join(head) + markdown_table(rows, ["artefact", "quantity", "paper", "ours", "holds", "note"]) + "\n"
+    md = "\n".join(head) + "\n" + markdown_table(rows, ["artefact", "quantity", "paper", "ours", "holds", "note"]) + "\n"
     out = paths.results_dir(profile.name) / "paper_vs_ours.md"
     out.write_text(md)
     return md

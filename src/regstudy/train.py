@@ -1,6 +1,12 @@
 """Training one run: data held on the device, batched augmentation there, AdamW with warm-up then
 cosine, label smoothing, gradient clipping, bf16 autocast and optional torch.compile on CUDA,
-checkpoints with resume, a NaN guard, and per-epoch token-norm statistics of a fixed probe batch.
+checkpoints with resume, a NaN guard, a time budget, and per-epoch token-norm statistics of a
+fixed probe batch.
+
+Time budget: when the environment holds ``REGSTUDY_DEADLINE`` (a Unix time, set by
+``python -m regstudy.repro --time-budget SECONDS``), a run that would not finish its next epoch
+before it writes a checkpoint and stops with `TimeBudgetReached`; running it again resumes there.
+This is how the study fits into machines lent for a few minutes per command.
 
 Outputs in the run folder:
 * ``checkpoint.pt``: model + optimiser + progress (loads with ``weights_only=True``);
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -28,6 +35,24 @@ TEST_SCENE_SEED = 779     # the fixed test scenes (LOST and accuracy)
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class TimeBudgetReached(RuntimeError):
+    """Training paused (checkpoint written) because the next epoch would pass the deadline."""
+
+
+DEADLINE_ENV = "REGSTUDY_DEADLINE"
+
+
+def deadline_from_env() -> float | None:
+    raw = os.environ.get(DEADLINE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{DEADLINE_ENV}={raw!r} is not a Unix time in seconds; unset it, or set it with "
+                         "python -m regstudy.repro --time-budget SECONDS") from None
 
 
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -170,11 +195,14 @@ def train_step(model, opt, tc: TrainConfig, device):
 
 
 def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
-        stop_after_epoch: int | None = None, check_every: int | None = None) -> dict:
+        stop_after_epoch: int | None = None, check_every: int | None = None,
+        deadline: float | None = None) -> dict:
     """Train run `cfg` into `out_dir`; resume from `out_dir/checkpoint.pt` when it holds an
     unfinished run of the same config. Returns the final metrics (also in metrics.json).
 
-    `stop_after_epoch` stops early (after checkpointing), to test resuming."""
+    `stop_after_epoch` stops early (after checkpointing), to test resuming. `deadline` (Unix time;
+    default: $REGSTUDY_DEADLINE) pauses the run with `TimeBudgetReached` when the next epoch would
+    end after it, with a checkpoint to resume from."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else provenance.pick_device()
@@ -185,6 +213,7 @@ def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     check_every = check_every or (50 if is_cuda else 1)
+    deadline = deadline if deadline is not None else deadline_from_env()
 
     d = run_data(cfg, device)
     n_train = len(d["y_train"])
@@ -219,6 +248,16 @@ def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
         log.truncate_after_epoch(start_epoch)
         log.write("resume", epoch=start_epoch, git=provenance.git_commit(), device=provenance.device_info(device))
 
+    def pause(epoch_done: int, reason: str):
+        msg = (f"{cfg.name}: paused after epoch {epoch_done} of {tc.epochs} to stay within the time budget "
+               f"({reason}); " + (f"the checkpoint is at {ckpt_path}. " if epoch_done else "nothing trained yet. ")
+               + "Run the same command again to resume.")
+        log.write("paused", epoch=epoch_done, message=msg)
+        raise TimeBudgetReached(msg)
+
+    if deadline is not None and time.time() >= deadline and start_epoch < tc.epochs:
+        pause(start_epoch, "the deadline had passed before training started")
+
     train_one = train_step(model, opt, tc, device)
     make_batch = batch_maker(cfg, d)
     flops = vit.train_flops_per_image(cfg.model)
@@ -232,6 +271,7 @@ def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
         if is_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        wall0 = time.time()
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             lr = lr_at(step, total_steps, tc.lr, tc.warmup_steps)
@@ -270,6 +310,11 @@ def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
                                         "epoch": epoch + 1, "config": cfg_dict, "complete": done})
         if stop_after_epoch and epoch + 1 >= stop_after_epoch and not done:
             return {"interrupted_after_epoch": epoch + 1}
+        if deadline is not None and not done and time.time() + (time.time() - wall0) > deadline:
+            if (epoch + 1) % tc.ckpt_every:
+                checkpoint.save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                            "epoch": epoch + 1, "config": cfg_dict, "complete": False})
+            pause(epoch + 1, "the next epoch would end after the deadline")
 
     test = evaluate(model, d["x_test"], d["y_test"], tc.eval_batch_size)
     val = evaluate(model, d["x_val"], d["y_val"], tc.eval_batch_size)

@@ -1,0 +1,37 @@
+"""Every run that the pipeline's matrices would train, under every profile of the repo's params.yaml,
+builds and runs on a CPU batch of two images: a study config that could only
+fail on the GPU machine fails here first."""
+import pytest
+import torch
+
+from regstudy import config, model as vit
+from conftest import REPO
+
+STUDY = config.load(REPO / "params.yaml")
+
+
+def pipeline_runs(study):
+    """Each distinct architecture the matrices train (register counts: the smallest and the largest)."""
+    for name, prof in study.profiles.items():
+        for r in sorted({min(study.ablation_registers), max(study.ablation_registers)}):
+            yield name, prof, "main", r, None
+        for s in study.sizes:
+            yield name, prof, "size", 0, s
+        yield name, prof, "scene", max(study.scene_registers), None
+
+
+@pytest.mark.parametrize("profile,prof,family,registers,size", list(pipeline_runs(STUDY)),
+                         ids=lambda v: v if isinstance(v, (str, int)) else "")
+def test_every_pipeline_run_builds_and_runs(profile, prof, family, registers, size):
+    cfg = config.run_config(prof, family, registers=registers, seed=0, size=size)
+    assert cfg.train.batch_size <= (cfg.train.train_images or 55_000)
+    m = vit.build(cfg.model)
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, cfg.model.img_size, cfg.model.img_size)
+    with torch.no_grad():
+        out = m(x)
+        g = vit.tokens(m, x, blocks=-1)[cfg.model.depth - 1]
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    grid = cfg.model.img_size // cfg.model.patch_size
+    assert g.cls.shape == (2, cfg.model.embed_dim) and g.registers.shape[1] == registers
+    assert g.patches.shape[1] == grid * grid == cfg.model.num_patches
