@@ -1,6 +1,6 @@
-"""Every run that the pipeline's matrices would train, under every profile of the repo's params.yaml,
-builds and runs on a CPU batch of two images: a study config that could only
-fail on the GPU machine fails here first."""
+"""Every architecture that the pipeline's matrices would train, under every profile of the repo's
+params.yaml, builds and runs on a CPU batch of two images: a study config that could only fail on
+the GPU machine fails here first."""
 import pytest
 import torch
 

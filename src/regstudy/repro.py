@@ -8,13 +8,14 @@
   of dvc.yaml, and are then recorded with `dvc commit`. A final `dvc repro` checks that everything
   is up to date. Several small ViTs share one GPU better than they run one after another, and on a
   CPU the notebooks' start-up (kernel, imports) overlaps. A stage whose Jupyter kernel dies while
-  starting (kernels started together can race for a TCP port) ran nothing and is started again. Default: 4 with a GPU, else the number of
-  CPU cores (at most 4). Every stage runs with one CPU thread per process (OMP_NUM_THREADS=1 in
+  starting (kernels started together can race for a TCP port) ran nothing and is started again.
+  Default: 4 with a GPU, else the number of CPU cores (at most 4). Every stage runs with one CPU thread per process (OMP_NUM_THREADS=1 in
   dvc.yaml), so the results do not depend on --jobs; `--jobs 1` is a plain `dvc repro`.
 * `--time-budget SECONDS`: for machines lent a few minutes per command. Training runs that would
   pass the deadline write a checkpoint and pause (`train.TimeBudgetReached`), no stage starts after
   it, and the command exits with status 75 (EX_TEMPFAIL) saying which runs paused and which stages
-  did not start. The same command again resumes them. Analyses are not paused: leave them a few minutes of the budget.
+  did not start. The same command again resumes them. Analyses are not paused: leave them a few
+  minutes of the budget.
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def run_level(todo: list, jobs: int) -> None:
         _run([sys.executable, "-m", "dvc", "commit", "-f", "-q", *done])
     waiting = [n for n, rc, _ in results if rc is None]
     failed = [(n, log) for n, rc, log in results if rc]
-    paused = [n for n, log in failed if "TimeBudgetReached" in log.read_text(errors="replace")]
+    paused = [n for n, log in failed if train.TimeBudgetReached.__name__ in log.read_text(errors="replace")]
     if len(paused) == len(failed) and (paused or waiting):
         print(f"time budget reached: {len(done)} stage(s) of this level finished, {len(paused)} training run(s) "
               f"paused at an epoch boundary ({', '.join(paused) or '-'}), {len(waiting)} not started "

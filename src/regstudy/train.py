@@ -305,15 +305,15 @@ def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
         print(f"{cfg.name} epoch {epoch + 1}/{tc.epochs}: loss {float(loss_sum) / steps_per_epoch:.4f} "
               f"val acc {val['acc']:.4f} {images / seconds:,.0f} img/s")
         done = epoch + 1 == tc.epochs
-        if done or (epoch + 1) % tc.ckpt_every == 0 or (stop_after_epoch and epoch + 1 >= stop_after_epoch):
+        now = time.time()
+        out_of_time = deadline is not None and not done and now + (now - wall0) > deadline
+        if (done or (epoch + 1) % tc.ckpt_every == 0 or (stop_after_epoch and epoch + 1 >= stop_after_epoch)
+                or out_of_time):
             checkpoint.save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                         "epoch": epoch + 1, "config": cfg_dict, "complete": done})
         if stop_after_epoch and epoch + 1 >= stop_after_epoch and not done:
             return {"interrupted_after_epoch": epoch + 1}
-        if deadline is not None and not done and time.time() + (time.time() - wall0) > deadline:
-            if (epoch + 1) % tc.ckpt_every:
-                checkpoint.save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                            "epoch": epoch + 1, "config": cfg_dict, "complete": False})
+        if out_of_time:
             pause(epoch + 1, "the next epoch would end after the deadline")
 
     test = evaluate(model, d["x_test"], d["y_test"], tc.eval_batch_size)
