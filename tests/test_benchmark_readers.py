@@ -46,7 +46,7 @@ def test_coco20k_reader_drops_crowd_boxes(tmp_path):
         Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "train2014" / n)
     ann = {"images": [{"id": 9, "file_name": names[0]}, {"id": 25, "file_name": names[1]},
                       {"id": 30, "file_name": "COCO_train2014_000000000030.jpg"}],
-           "annotations": [{"image_id": 9, "bbox": [1, 2, 10, 5], "iscrowd": 0},
+           "annotations": [{"image_id": 9, "bbox": [1.4, 2.6, 10.2, 5], "iscrowd": 0},
                            {"image_id": 9, "bbox": [0, 0, 40, 30], "iscrowd": 1},
                            {"image_id": 25, "bbox": [5, 5, 5, 5], "iscrowd": 0}]}
     (tmp_path / "annotations" / "instances_train2014.json").write_text(json.dumps(ann))
@@ -54,7 +54,8 @@ def test_coco20k_reader_drops_crowd_boxes(tmp_path):
     lst.write_text("\n".join(f"train2014/{n}" for n in names) + "\n")
     items = detection_data.coco20k(tmp_path, lst)
     assert [p.name for p, _ in items] == names
-    assert items[0][1].tolist() == [[1, 2, 11, 7]] and items[1][1].tolist() == [[5, 5, 10, 10]]
+    # corners rounded to whole pixels, as the reference: (1.4, 2.6, 11.6, 7.6) -> (1, 3, 12, 8)
+    assert items[0][1].tolist() == [[1, 3, 12, 8]] and items[1][1].tolist() == [[5, 5, 10, 10]]
     lst.write_text("COCO_train2014_000000000099.jpg\n")
     with pytest.raises(detection_data.BenchmarkMissing, match="not in"):
         detection_data.coco20k(tmp_path, lst)
@@ -89,10 +90,11 @@ def test_imagefolder_dataset_and_global_probe(tmp_path):
     m = vit.build(ModelConfig(embed_dim=16, depth=2, num_heads=2, patch_size=4, img_size=28, registers=2)).eval()
     rule = OutlierRule(threshold=None, crossing=1.0, bimodal=False, ashman_d=0, means=(0, 0), sds=(1, 1),
                        weights=(1, 0), n=1)
-    rows = global_info.global_probe(m, ds, rule, epochs=20, lr=1e-2, seeds=1)
-    by = {r["token"]: r for r in rows}
+    res = global_info.global_probe(m, ds, rule, epochs=20, lr=1e-2, seeds=1)
+    by = {r["token"]: r for r in res["rows"]}
     assert by["cls"]["measurable"] and by["cls"]["top1"] >= 0.8        # a bright square is easy
-    assert not by["outlier patch"]["measurable"] and by["outlier patch"]["n_train"] == 0
+    assert "outlier patch" not in by and not res["on_outlier_images"] and res["n_train"] == 60
+    assert res["majority_acc"] == 0.5 and res["class_mix"] == [12, 12]
     assert {"register 1", "register 2"} <= set(by)
     with pytest.raises(datasets.DatasetMissing):
         datasets.load(f"imagefolder:{tmp_path / 'nowhere'}")

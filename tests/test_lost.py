@@ -1,6 +1,6 @@
 import torch
 
-from regstudy import lost
+from regstudy import lost, model as vit
 
 
 def object_features(h=8, w=8, box=(2, 3, 5, 6), d=16, seed=0):
@@ -46,7 +46,7 @@ def test_connected_component_keeps_only_the_seed_component():
 def test_iou_and_corloc_on_hand_made_boxes():
     a = torch.tensor([[0.0, 0, 10, 10]])
     b = torch.tensor([[0.0, 0, 10, 10], [5.0, 0, 15, 10], [20.0, 20, 30, 30]])
-    assert torch.allclose(lost.iou(a, b), torch.tensor([[1.0, 1 / 3, 0.0]]))
+    assert torch.allclose(lost.iou(a, b).float(), torch.tensor([[1.0, 1 / 3, 0.0]]))
     pred = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [0.0, 0, 10, 10]])
     gts = [torch.tensor([[1.0, 1, 10, 10]]),                      # IoU 0.81: hit
            torch.tensor([[5.0, 0, 15, 10], [0.0, 0, 9, 9]]),     # second box IoU 0.81: hit
@@ -54,3 +54,19 @@ def test_iou_and_corloc_on_hand_made_boxes():
     assert lost.corloc_hits(pred, gts).tolist() == [True, True, False]
     assert abs(lost.corloc(pred, gts) - 2 / 3) < 1e-9
     assert lost.corloc_hits(pred[:1], [torch.zeros(0, 4)]).tolist() == [False]
+
+
+def test_iou_of_exactly_one_half_is_a_miss_as_in_the_reference():
+    """The reference adds 1e-7 to box heights and the union, so IoU exactly 0.5 falls just below."""
+    pred = torch.tensor([[0.0, 0, 10, 10]])
+    half = [torch.tensor([[0.0, 0, 10, 5]])]      # inside, half the area: IoU 0.5 without epsilons
+    assert abs(float(lost.iou(pred, half[0])) - 0.5) < 1e-6
+    assert lost.corloc_hits(pred, half).tolist() == [False]
+    assert lost.corloc_hits(pred, [torch.tensor([[0.0, 0, 10, 5.01]])]).tolist() == [True]
+
+
+def test_padding_is_the_mean_colour():
+    """Padding after normalisation with 0 = the data's mean colour (the reference's convention)."""
+    x = torch.ones(1, 1, 6, 6)
+    xp = vit.pad_to_patch(x, 4, value=lost.PAD_VALUE)
+    assert xp.shape[-2:] == (8, 8) and float(xp[..., 6:, :].abs().max()) == 0.0

@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 
@@ -68,3 +69,78 @@ def test_rare_high_mode_is_found_beside_a_foreground_background_split():
     assert rule.bimodal and rule.components == 3
     assert 10 * 1.3 < rule.threshold < 80 / 1.3
     assert abs((v > rule.threshold).sum() - 1000) < 50
+
+
+# --- the two-rule outlier definition on skewed and heavy-tailed norms ---------------------------
+def skewed_bulk(kind, n, rng):
+    """Outlier-free token norms of three shapes: log-normal, gamma (right-skewed, its log
+    left-skewed) and Student-t with 3 degrees of freedom (heavy tails)."""
+    if kind == "lognormal":
+        return np.exp(rng.normal(np.log(8), 0.35, n))
+    if kind == "gamma":
+        return rng.gamma(2.0, 4.0, n)
+    if kind == "student-t":
+        return np.abs(8 + 1.5 * rng.standard_t(3, n)) + 0.1
+    raise ValueError(kind)
+
+
+def planted(kind, share, ratio=10.0, n=20_000, seed=0):
+    rng = np.random.default_rng(seed)
+    k = int(round(n * share))
+    bulk = skewed_bulk(kind, n - k, rng)
+    high = np.exp(rng.normal(np.log(ratio * np.median(bulk)), 0.15, k))
+    return np.concatenate([bulk, high]), np.r_[np.zeros(n - k, bool), np.ones(k, bool)]
+
+
+@pytest.mark.parametrize("kind", ["lognormal", "gamma", "student-t"])
+@pytest.mark.parametrize("share", [0.005, 0.02, 0.05])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_outliers_are_found_in_skewed_norms(kind, share, seed):
+    """Outliers at the paper's ~10x the median: recall >= 90%, false flags <= 0.5% of normal tokens."""
+    v, truth = planted(kind, share, seed=seed)
+    rule = norms.fit_outlier_rule(v)
+    flags = np.asarray(rule.flag(v))
+    assert rule.found
+    assert (flags & truth).sum() / truth.sum() >= 0.90
+    assert (flags & ~truth).sum() / (~truth).sum() <= 0.005
+
+
+@pytest.mark.parametrize("share", [0.005, 0.02, 0.05])
+def test_outliers_at_five_times_the_median_are_found(share):
+    """The magnitude seen at small scale (4-5x the background median), in a log-normal bulk."""
+    v, truth = planted("lognormal", share, ratio=5.0, seed=3)
+    flags = np.asarray(norms.fit_outlier_rule(v).flag(v))
+    assert (flags & truth).sum() / truth.sum() >= 0.90
+    assert (flags & ~truth).sum() / (~truth).sum() <= 0.005
+
+
+@pytest.mark.parametrize("kind", ["lognormal", "gamma", "student-t"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nothing_is_flagged_in_outlier_free_skewed_norms(kind, seed):
+    v = skewed_bulk(kind, 20_000, np.random.default_rng(seed))
+    rule = norms.fit_outlier_rule(v)
+    assert not rule.found and not np.asarray(rule.flag(v)).any()
+
+
+def test_a_tail_mode_below_the_relative_bar_is_not_an_outlier_mode():
+    """A rare, separated mode at 2x the median (what a heavy tail can look like to the mixture)
+    passes the mixture rule alone but not the relative rule: nothing is flagged."""
+    rng = np.random.default_rng(5)
+    v = np.concatenate([np.exp(rng.normal(np.log(8), 0.1, 19_000)), np.exp(rng.normal(np.log(16), 0.05, 1_000))])
+    rule = norms.fit_outlier_rule(v)
+    assert rule.bimodal and rule.mode_ratio < norms.RELATIVE_K
+    assert not rule.found and not np.asarray(rule.flag(v)).any()
+    assert np.asarray(rule.mixture_flag(v)).sum() > 500
+
+
+def test_relative_bar_uses_the_background_median():
+    """Object tokens with larger norms do not move the bar: it is RELATIVE_K x the background median."""
+    rng = np.random.default_rng(6)
+    bg = np.exp(rng.normal(np.log(4), 0.2, 10_000))
+    fg = np.exp(rng.normal(np.log(10), 0.2, 9_800))
+    high = np.exp(rng.normal(np.log(40), 0.1, 200))
+    v = np.concatenate([bg, fg, high])
+    mask = np.r_[np.ones(10_000, bool), np.zeros(10_000, bool)]
+    rule = norms.fit_outlier_rule(v, mask)
+    assert rule.reference_median == pytest.approx(np.median(bg))
+    assert rule.relative_threshold == pytest.approx(norms.RELATIVE_K * np.median(bg))

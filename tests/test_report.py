@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from regstudy import config, paths, report
+from regstudy import config, paths, report, verdicts
 
 
 def test_reference_tables_are_shipped():
@@ -12,21 +12,27 @@ def test_reference_tables_are_shipped():
     assert report.fact("outlier_share_pct") == "2.37"
 
 
-def test_paper_vs_ours_gathers_claims(study_root):
+def test_paper_vs_ours_gathers_claims_with_seeds(study_root):
+    prof = config.load_profile("study")
+    out = paths.stage_dir("study", "fig03_fig07_norms")
+    report.write_claims(prof, out, [verdicts.claim("Fig. 3", "share", "2%", "1.0%", [True, True, True])])
+    out2 = paths.stage_dir("study", "tab03_lost")
+    report.write_claims(prof, out2, [verdicts.claim("Table 3", "corloc", "27", "n/a", [True, None, True])])
+    md = report.paper_vs_ours(prof, "test runs.")
+    assert "SMOKE" not in md and md.index("Fig. 3") < md.index("Table 3")
+    assert "| Fig. 3 | share | 2% | 1.0% | yes | 3/3 seeds |" in md
+    assert "| not measurable (in 1 of 3 seeds) | 2/3 seeds |" in md
+    assert (paths.results_dir("study") / "paper_vs_ours.md").read_text() == md
+
+
+def test_smoke_claims_give_no_verdict(study_root):
     prof = config.load_profile("smoke")
     out = paths.stage_dir("smoke", "fig03_fig07_norms")
-    report.write_claims(prof, out, [report.claim("Fig. 3", "share", "2%", "1.0%", report.verdict(True))])
-    out2 = paths.stage_dir("smoke", "tab03_lost")
-    report.write_claims(prof, out2, [report.claim("Table 3", "corloc", "27", "n/a", report.verdict(None))])
+    report.write_claims(prof, out, [verdicts.claim("Fig. 3", "share", "2%", "1.0%", [True, True, True])])
+    c = json.loads((out / "claims.json").read_text())["claims"][0]
+    assert c["holds"] == verdicts.SMOKE == "n/a (smoke)" and c["computed"] == "yes"
     md = report.paper_vs_ours(prof, "test runs.")
-    assert "SMOKE RUN" in md and md.index("Fig. 3") < md.index("Table 3")
-    assert "| Fig. 3 | share | 2% | 1.0% | yes |" in md and "| not measurable |" in md
-    assert (paths.results_dir("smoke") / "paper_vs_ours.md").read_text() == md
-
-
-def test_claims_must_say_yes_no_or_not_measurable():
-    with pytest.raises(ValueError):
-        report.claim("x", "y", "1", "2", "maybe")
+    assert "SMOKE RUN" in md and "| yes |" not in md and "| no |" not in md
 
 
 def test_tables_and_formatting(study_root, tmp_path):

@@ -59,7 +59,8 @@ def coco20k(root: str | Path, list_file: str | Path) -> list:
         if a.get("iscrowd", 0):
             continue
         x, y, w, h = a["bbox"]
-        boxes.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
+        # as the reference implementation: corners rounded to whole pixels, exclusive ends, no +1
+        boxes.setdefault(a["image_id"], []).append([round(x), round(y), round(x + w), round(y + h)])
     out = []
     for name in wanted:
         if name not in by_name:

@@ -12,6 +12,25 @@ out) of the last block (keys by default):
    4-connected component of the mask that holds the seed.
 
 Everything is batched over images; images of any size are padded to a multiple of the patch size.
+
+**Against the published implementation** (valeoai/LOST), what we match and what we change on purpose:
+- padding: bottom and right, with zeros *after* normalisation, i.e. the data set's mean colour, as
+  there (our models are grey: the mean grey);
+- CorLoc: a hit is IoU >= 0.5 with any ground-truth box, and the IoU is computed with the same small
+  epsilons (1e-7 added to each box height and to the union), so a box at exactly 0.5 counts as the
+  reference counts it (a miss); boxes have exclusive ends, without +1 terms;
+- ground truth: VOC boxes are 1-based inclusive, so xmin and ymin lose 1 (all objects kept, difficult
+  ones too, as by default there); COCO boxes [x, y, w, h] become [x, y, x + w, y + h] rounded to
+  whole pixels, crowd boxes dropped (`detection_data`);
+- degree ties: the reference sorts degrees with an unstable sort, so the seed among patches of equal
+  degree is whatever the sort gives; we sort stably, so the lowest patch index wins (deterministic);
+- the degree counts a patch's similarity to itself (always positive), which adds 1 to every degree and
+  changes no order; the seed is always put in its own mask (there it is, through its self-similarity,
+  in every case we have seen);
+- deliberate: `discovery.on_benchmark` feeds our grey models grey images resized so that the longer
+  side is `analysis.real_image_size` (the reference runs full-resolution RGB ImageNet models: a grey
+  28x28-trained ViT at 500 px would need ~10^4 patches per image). Numbers on VOC/COCO are therefore
+  ours, not comparable to the paper's in absolute terms.
 """
 from __future__ import annotations
 
@@ -21,6 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from . import data, model as vit
+
+
+PAD_VALUE = 0.0   # padding after normalisation = the mean colour, as in the reference implementation
+IOU_EPS = 1e-7    # the reference's epsilon (box heights and union)
 
 
 @dataclass
@@ -96,8 +119,7 @@ def discover(model, images_uint8: torch.Tensor, *, k: int, feature: str = "key",
     H, W = images_uint8.shape[-2:]
     parts = []
     for i in range(0, len(images_uint8), batch):
-        x = vit.pad_to_patch(data.normalize(images_uint8[i:i + batch].to(device)), patch,
-                             value=-data.MEAN / data.STD)
+        x = vit.pad_to_patch(data.normalize(images_uint8[i:i + batch].to(device)), patch, value=PAD_VALUE)
         groups, grid = vit.block_features(model, x, -1, feature)
         parts.append((lost(groups.patches, grid, k, bias), grid))
     grid = parts[0][1]
@@ -110,15 +132,15 @@ def discover(model, images_uint8: torch.Tensor, *, k: int, feature: str = "key",
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes a (A x 4) against b (M x 4), (x0, y0, x1, y1) with exclusive ends -> A x M."""
-    a, b = a.float(), b.float()
+    """IoU of boxes a (A x 4) against b (M x 4), (x0, y0, x1, y1) with exclusive ends -> A x M,
+    with the reference implementation's epsilons (see the module docstring)."""
+    a, b = a.double(), b.double()
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp_min(0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp_min(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp_min(0).prod(-1)
-    union = area_a[:, None] + area_b[None] - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1] + IOU_EPS)
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1] + IOU_EPS)
+    return inter / (area_a[:, None] + area_b[None] - inter + IOU_EPS)
 
 
 def corloc_hits(pred: torch.Tensor, gts: list, thr: float = 0.5) -> torch.Tensor:

@@ -1,6 +1,5 @@
-"""Linear probes on frozen tokens: classification (image class, patch position, per-pixel
-foreground) and regression (patch pixels). Features are standardised with training statistics;
-the probe is a single linear layer trained with AdamW and a cosine schedule, seeded."""
+"""Linear probes on frozen tokens: classification (image class, patch position, patch class) and
+regression (patch pixels). Features are standardised with training statistics; the probe is a single linear layer trained with AdamW and a cosine schedule, seeded."""
 from __future__ import annotations
 
 import math
@@ -106,25 +105,14 @@ def position(x_train, pos_train, x_test, pos_test, grid: tuple, *, epochs: int, 
     return res
 
 
-def mask_probe(x_train, m_train, x_test, m_test, *, epochs: int, lr: float, seed: int) -> dict:
-    """Per-pixel foreground probe: from one patch token, a linear layer predicts each pixel of its
-    patch as foreground or background (`m_*`: tokens x pixels, 0/1). Returns IoU of both classes
-    and their mean (mIoU) over all test pixels."""
-    x_train, x_test = _standardise(x_train.float(), x_test.float())
-    lin = fit_linear(x_train, m_train.float(), m_train.shape[1], loss="bce", epochs=epochs, lr=lr, seed=seed)
-    with torch.no_grad():
-        pred = lin(x_test) > 0
-    return segmentation_iou(pred, m_test.bool())
-
-
-def segmentation_iou(pred: torch.Tensor, truth: torch.Tensor) -> dict:
-    """IoU of foreground and background and their mean, over all pixels given."""
-    out = {}
-    for name, p, t in (("fg", pred, truth), ("bg", ~pred, ~truth)):
+def class_iou(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> dict:
+    """IoU of each class present in `truth` or `pred` (labels), and their mean (mIoU)."""
+    per = []
+    for c in range(classes):
+        p, t = pred == c, truth == c
         union = int((p | t).sum())
-        out[f"iou_{name}"] = int((p & t).sum()) / union if union else float("nan")
-    out["miou"] = float(np.nanmean([out["iou_fg"], out["iou_bg"]]))
-    return out
+        per.append(int((p & t).sum()) / union if union else float("nan"))
+    return {"per_class": per, "miou": float(np.nanmean(per))}
 
 
 def balanced_indices(groups: dict, n: int, seed: int) -> dict:

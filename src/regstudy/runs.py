@@ -54,12 +54,13 @@ def analyse_tokens(run_dir: Path, profile: Profile, device=None) -> dict:
     ev = eval_set(cfg, n)
     tn = extract.token_norms(model, ev.x, device=device)
     depth = tn["patch"].shape[0]
-    rule = norms.fit_outlier_rule(tn["patch"][-1])
+    rule = norms.fit_outlier_rule(tn["patch"][-1], ev.background)
     summary = norms.outlier_summary(tn["patch"][-1], ev.background, rule)
+    flags = rule.flag(tn["patch"][-1])
     per_block = []
     for b in range(depth):
         pn = tn["patch"][b]
-        r = norms.fit_outlier_rule(pn)
+        r = norms.fit_outlier_rule(pn, ev.background)
         per_block.append({"block": b, **norms.stats(pn.numpy()), "hist": norms.log_hist(pn.numpy()),
                           "own_rule": norms.outlier_summary(pn, ev.background, r),
                           "cls_norm_median": float(tn["cls"][b].median()),
@@ -67,6 +68,7 @@ def analyse_tokens(run_dir: Path, profile: Profile, device=None) -> dict:
                           "bg_median": float(pn[ev.background].median()) if ev.background.any() else None,
                           "fg_median": float(pn[~ev.background].median()) if (~ev.background).any() else None})
     last = tn["patch"][-1]
+    bg_median = float(last[ev.background].median()) if ev.background.any() else float(last.median())
     result = {"name": cfg.name, "family": cfg.family, "registers": cfg.model.registers, "seed": cfg.seed,
               "profile": profile.name, "smoke": profile.smoke, "n_images": int(len(ev.y)),
               "n_patches": int(last.shape[1]), "rule": rule.to_dict(), **summary,
@@ -74,11 +76,15 @@ def analyse_tokens(run_dir: Path, profile: Profile, device=None) -> dict:
               "register_norm_median": float(tn["registers"][-1].median()) if cfg.model.registers else None,
               "register_norm_max": float(tn["registers"][-1].max()) if cfg.model.registers else None,
               "cls_norm_median": float(tn["cls"][-1].median()),
+              # magnitude of the artifact: median outlier norm / median background norm (Fig. 3)
+              "norm_ratio": float(last[flags].median()) / bg_median if flags.any() else None,
+              "tracked": norms.track_through_depth(tn["patch"], flags, ev.background),
               "per_block": per_block}
     (run_dir / "tokens.json").write_text(json.dumps(result, indent=1) + "\n")
-    np.savez_compressed(run_dir / "norms.npz", patch=tn["patch"].half().numpy(),
-                        embed_patch=tn["embed_patch"].half().numpy(), cls=tn["cls"].half().numpy(),
-                        registers=tn["registers"].half().numpy(), background=ev.background.numpy(),
+    # float32: the analyses re-apply thresholds to these norms, and float16 would move tokens across them
+    np.savez_compressed(run_dir / "norms.npz", patch=tn["patch"].float().numpy(),
+                        embed_patch=tn["embed_patch"].float().numpy(), cls=tn["cls"].float().numpy(),
+                        registers=tn["registers"].float().numpy(), background=ev.background.numpy(),
                         y=ev.y.numpy())
     return result
 
@@ -107,7 +113,7 @@ def load_run(path: Path) -> dict:
 
 def load_norms(path: Path) -> dict:
     with np.load(Path(path) / "norms.npz") as z:
-        return {k: torch.from_numpy(z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
+        return {k: torch.from_numpy(z[k]) for k in z.files}
 
 
 def summary_row(run: dict) -> dict:
@@ -116,7 +122,8 @@ def summary_row(run: dict) -> dict:
     return {"name": m["name"], "family": m["family"], "registers": m["registers"], "seed": m["seed"],
             "epochs": m["epochs"], "test_acc": m["test_acc"], "outlier_frac": t["outlier_frac"],
             "outlier_bg_share": t["outlier_bg_share"], "threshold": t["threshold"],
-            "bimodal": t["bimodal"], "ashman_d": t["ashman_d"], "n_outliers": t["n_outliers"],
+            "found": t["threshold"] is not None, "norm_ratio": t.get("norm_ratio"),
+            "background_frac": t["background_frac"], "bimodal": t["bimodal"], "ashman_d": t["ashman_d"], "n_outliers": t["n_outliers"],
             "n_tokens": t["n_tokens"], "n_images": t["n_images"],
             "device": provenance.describe_device(f["device"]), "train_seconds": f["train_seconds"],
             "images_per_s": f["images_per_s"], "smoke": t["smoke"]}

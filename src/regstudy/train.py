@@ -162,6 +162,13 @@ def norm_probe(model, x_uint8, background) -> dict:
         if (~background).any():
             rec["fg_median"] = float(pn[~background].median())
             rec["fg_max"] = float(pn[~background].max())
+        if i == len(model.blocks) - 1:
+            # this epoch judged by its own rule (Fig. 4b): no threshold carried over from another epoch
+            rule = norms.fit_outlier_rule(pn.cpu(), background.cpu())
+            rec["own_rule"] = {"found": rule.found, "threshold": rule.threshold,
+                               "outlier_frac": float(rule.flag(pn.cpu()).float().mean()),
+                               "relative_frac": float(rule.relative_flag(pn.cpu()).float().mean()),
+                               "mode_ratio": rule.mode_ratio}
         blocks.append(rec)
     return {"blocks": blocks, "hist_bins_log10": [float(norms.LOG10_BINS[0]), float(norms.LOG10_BINS[-1]),
                                                   len(norms.LOG10_BINS) - 1]}
