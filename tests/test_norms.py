@@ -144,3 +144,21 @@ def test_relative_bar_uses_the_background_median():
     rule = norms.fit_outlier_rule(v, mask)
     assert rule.reference_median == pytest.approx(np.median(bg))
     assert rule.relative_threshold == pytest.approx(norms.RELATIVE_K * np.median(bg))
+
+
+def test_baseline_threshold_is_carried_over_relative_to_the_background_median():
+    """A register model whose norms are all twice the baseline's, with no outlier mode: the baseline's
+    absolute threshold would flag its upper tail; carried over as a multiple of the background median,
+    nothing is flagged. Real outliers at the same relative height are still caught."""
+    rng = np.random.default_rng(7)
+    base = np.exp(rng.normal(np.log(8), 0.25, 20_000))
+    base[:400] *= 10
+    rb = norms.fit_outlier_rule(base)
+    reg = 2 * np.exp(rng.normal(np.log(8), 0.25, 20_000))
+    rr = norms.fit_outlier_rule(reg)
+    thr = norms.baseline_threshold_for(rb.to_dict(), rr.to_dict())
+    assert thr == pytest.approx(rb.threshold / rb.reference_median * rr.reference_median)
+    assert (reg > rb.threshold).mean() > 0.001 and (reg > thr).mean() == 0
+    reg[:400] *= 10
+    assert (reg > norms.baseline_threshold_for(rb.to_dict(), norms.fit_outlier_rule(reg).to_dict())).mean() > 0.019
+    assert norms.baseline_threshold_for({"threshold": None}, rr.to_dict()) is None

@@ -1,9 +1,10 @@
 import json
+import math
 
 import pytest
 import torch
 
-from regstudy import checkpoint, train
+from regstudy import checkpoint, model as vit, train
 from regstudy.config import run_config
 
 
@@ -101,9 +102,23 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 def test_scene_runs_train(tiny_profile, tmp_path):
+    """A scene run trains a model on the scene canvas: its weights move from their initialisation,
+    every epoch is logged, and the metrics are the scene test set's."""
     cfg = run_config(tiny_profile, "scene", registers=1, seed=0)
     m = train.fit(cfg, tmp_path / "s", device="cpu")
-    assert 0 <= m["test_acc"] <= 1 and m["family"] == "scene"
+    model, loaded = train.load_trained(tmp_path / "s")
+    canvas = tiny_profile.scene.canvas
+    assert m["family"] == "scene" and loaded.model.img_size == canvas
+    assert tuple(model.patch_embed.img_size) == (canvas, canvas)
+    torch.manual_seed(cfg.seed)
+    init = vit.build(cfg.model)
+    moved = [not torch.equal(a, b) for a, b in zip(init.state_dict().values(), model.state_dict().values())]
+    assert sum(moved) > len(moved) // 2
+    epochs = [json.loads(l) for l in (tmp_path / "s" / "log.jsonl").read_text().splitlines()
+              if json.loads(l)["type"] == "epoch"]
+    assert len(epochs) == tiny_profile.scene.epochs and all(math.isfinite(e["train_loss"]) for e in epochs)
+    d = train.run_data(cfg, "cpu")
+    assert m["test_acc"] == train.evaluate(model, d["x_test"], d["y_test"], cfg.train.eval_batch_size)["acc"]
 
 
 def test_time_budget_pauses_with_a_checkpoint_and_resumes_to_the_same_metrics(tiny_run, tmp_path):

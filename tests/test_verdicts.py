@@ -40,7 +40,7 @@ def local_verdict(outlier_informative, outlier_positions):
         te = groups(300, 5, outlier_informative, outlier_positions, seed=20 + s)
         rows = local_info.pooled_probes(tr, te, 5, 600, 300, epochs=20, lr=1e-2, seeds=1)
         by = {r["group"]: r for r in rows}
-        per_seed.append({"cos_outlier": 0.5, "cos_normal": 0.4,
+        per_seed.append({"cos_outlier": 0.5, "cos_background": 0.4,
                          "pos_gain_outlier": by["outlier"]["position_gain"],
                          "pos_gain_background": by["normal_background"]["position_gain"],
                          "pix_gain_outlier": None, "pix_gain_background": None})
@@ -58,6 +58,13 @@ def test_outliers_that_dropped_their_position_are_found_even_where_positions_clu
 
 def test_outliers_with_the_same_information_are_not_called_poorer():
     assert local_verdict(outlier_informative=True, outlier_positions=list(range(25))) == "no"
+    # clustered but informative outliers: their own baseline is high, and the normalised gain is not
+    # penalised for it
+    assert local_verdict(outlier_informative=True, outlier_positions=[0, 1]) == "no"
+
+
+def test_a_group_at_a_single_position_has_no_position_to_recover():
+    assert local_verdict(outlier_informative=True, outlier_positions=[0]).startswith("not measurable")
 
 
 def test_trivial_baselines():
@@ -226,8 +233,8 @@ def test_dense_task_separates_class_information_from_foreground_only():
 # --- Fig. 9 and Figs. 1-2 ---------------------------------------------------------------------------
 def test_registers_that_never_broke_symmetry_are_not_read_as_slots():
     same = [{"pairwise": 1.0, "across_images": 0.6, "random": 0.5, "with_cls": 1.0}] * 3
-    assert verdicts.attention_claims([{"per_token_outlier": None, "per_token_background": 0.01}] * 3,
-                                     same)[1]["holds"] == "not measurable (registers have not broken symmetry)"
+    c = verdicts.attention_claims([{"per_token_outlier": None, "per_token_background": 0.01}] * 3, same)[1]
+    assert c["holds"] == "no" and "never broke symmetry" in c["note"]
     slots = [{"pairwise": 0.3, "across_images": 0.7, "random": 0.5, "with_cls": 0.4}] * 3
     assert verdicts.attention_claims([{"per_token_outlier": 0.05, "per_token_background": 0.01}] * 3,
                                      slots)[1]["holds"] == "yes"

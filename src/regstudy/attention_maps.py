@@ -31,18 +31,36 @@ def mass_on(cls_maps: torch.Tensor, where: torch.Tensor) -> float:
     return float((m * where.float()).sum(1).mean())
 
 
+def per_token_mass(cls_maps: torch.Tensor, where: torch.Tensor) -> float | None:
+    """Mean share of [CLS]'s patch attention (head mean, renormalised over patches) that one token
+    marked in `where` (B x N) receives, over the images that have such a token; None if none has."""
+    m = normalise(cls_maps.mean(1)).flatten(1)
+    w = where.float()
+    n = w.sum(1)
+    keep = n > 0
+    if not keep.any():
+        return None
+    return float(((m * w).sum(1)[keep] / n[keep]).mean())
+
+
 def overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Histogram intersection of two normalised maps (... x h x w): 1 = same map, 0 = disjoint."""
     return torch.minimum(normalise(a), normalise(b)).flatten(-2).sum(-1)
 
 
-def register_overlap(reg_maps: torch.Tensor) -> dict:
-    """Mean pairwise overlap of the registers' head-mean maps (B x R x heads x h x w), per pair and
-    overall, and the same for one register's map on two different images (a baseline for 'unrelated')."""
+def register_overlap(reg_maps: torch.Tensor, cls_maps: torch.Tensor | None = None, seed: int = 0) -> dict:
+    """Overlaps of the registers' head-mean maps (B x R x heads x h x w): mean pairwise overlap of two
+    registers on the same image (per pair and overall), and its measured baselines: one register's map
+    on two different images ("across_images"), two random maps of the same grid ("random"), and each
+    register against [CLS] ("with_cls", when `cls_maps` B x heads x h x w are given)."""
     m = reg_maps.mean(2)                       # B x R x h x w
     R = m.shape[1]
     if R < 2:
-        return {"mean_pairwise": None, "pairs": {}, "across_images": None}
+        return {"mean_pairwise": None, "pairs": {}, "across_images": None, "random": None, "with_cls": None}
     pairs = {f"{i + 1}-{j + 1}": float(overlap(m[:, i], m[:, j]).mean()) for i, j in itertools.combinations(range(R), 2)}
     across = float(overlap(m[:-1], m[1:]).mean()) if len(m) > 1 else None
-    return {"mean_pairwise": sum(pairs.values()) / len(pairs), "pairs": pairs, "across_images": across}
+    g = torch.Generator().manual_seed(seed)
+    rnd = torch.rand((2, *m.shape[-2:], 256), generator=g).permute(3, 0, 1, 2)   # 256 pairs of random maps
+    with_cls = float(overlap(m, cls_maps.mean(1)[:, None]).mean()) if cls_maps is not None else None
+    return {"mean_pairwise": sum(pairs.values()) / len(pairs), "pairs": pairs, "across_images": across,
+            "random": float(overlap(rnd[:, 0], rnd[:, 1]).mean()), "with_cls": with_cls}

@@ -58,19 +58,23 @@ def majority(y_train: torch.Tensor, y_test: torch.Tensor, classes: int) -> dict:
             "class_mix": [int(c) for c in mix]}
 
 
-def global_probe(model, ds: dict, rule: OutlierRule, *, images: tuple | None = None, epochs: int, lr: float,
+def global_probe(model, ds: dict, rule: OutlierRule, *, images: dict | None = None, epochs: int, lr: float,
                  seeds: int, device="cpu") -> dict:
-    """Probes of every token kind on the same images. `images`: (train, test) image masks to use
-    (default: this model's outlier-bearing images, or all images when it has too few).
-    Returns {"rows": per token kind mean/sd top-1, "images": the masks used, "on_outlier_images",
+    """Probes of every token kind on the same images. `images`: the "images" entry of another
+    model's result (its train/test masks and whether they are its outlier images), to probe this
+    model on the same images; default: this model's outlier-bearing images, or all images when it
+    has too few. Returns {"rows": per token kind mean/sd top-1, "images", "on_outlier_images",
     "n_train", "n_test", and majority()'s baseline and class mix}."""
     ftr = extract.features(model, ds["x_train"], block="norm", device=device)
     fte = extract.features(model, ds["x_test"], block="norm", device=device)
     fl_tr, fl_te = rule.flag(ftr["norms"]), rule.flag(fte["norms"])
-    chosen = images if images is not None else outlier_images(fl_tr, fl_te)
-    on_outliers = chosen is not None
-    if chosen is None:
-        chosen = (torch.ones(len(ftr["cls"]), dtype=torch.bool), torch.ones(len(fte["cls"]), dtype=torch.bool))
+    if images is not None:
+        chosen, on_outliers = (images["train"], images["test"]), images["on_outlier_images"]
+    else:
+        chosen = outlier_images(fl_tr, fl_te)
+        on_outliers = chosen is not None
+        if chosen is None:
+            chosen = (torch.ones(len(ftr["cls"]), dtype=torch.bool), torch.ones(len(fte["cls"]), dtype=torch.bool))
     ytr, yte = ds["y_train"][chosen[0]], ds["y_test"][chosen[1]]
     base = majority(ytr, yte, ds["classes"])
     kinds = list(dict.fromkeys([*token_sets(ftr, fl_tr, chosen[0], 0), *token_sets(fte, fl_te, chosen[1], 0)]))
@@ -87,5 +91,6 @@ def global_probe(model, ds: dict, rule: OutlierRule, *, images: tuple | None = N
         m, sd = probes.mean_sd(accs)
         rows.append({"token": kind, "top1": m if accs else None, "sd": sd if accs else None,
                      "seeds": len(accs), "measurable": bool(accs)})
-    return {"rows": rows, "images": chosen, "on_outlier_images": on_outliers,
+    return {"rows": rows, "images": {"train": chosen[0], "test": chosen[1], "on_outlier_images": on_outliers},
+            "on_outlier_images": on_outliers,
             "n_train": int(chosen[0].sum()), "n_test": int(chosen[1].sum()), **base}

@@ -8,8 +8,9 @@ background tokens (of training images), then scored separately on held-out outli
 held-out normal background tokens (of test images; the same count each). Background tokens are the
 fair control: outliers sit on background, so both groups have the same kind of content. Each group
 is reported beside its own trivial baseline, fitted on the same training tokens of that group (the
-majority position; predicting the group's mean pixels), as a *gain* over it: a probe trained on
-background tokens alone, or a group whose positions cluster, cannot win by construction.
+majority position; predicting the group's mean pixels), as a *normalised gain*: the share of the way
+from that baseline to a perfect score that the probe covers. A group whose positions cluster, or
+whose pixels are nearly constant, is then neither favoured nor penalised by construction.
 """
 from __future__ import annotations
 
@@ -72,6 +73,16 @@ def trivial_baselines(train: dict, test: dict, grid: int) -> dict:
             "reconstruction_l2": float((test["pix"] - mean_pix).norm(dim=1).mean())}
 
 
+def normalised_gain(score: float, trivial: float, best: float) -> float | None:
+    """Share of the way from the trivial baseline to a perfect score that the probe covers (1 =
+    perfect, 0 = no better than the baseline, < 0 = worse); None when the baseline is already perfect
+    (e.g. every outlier at one position: there is no position to recover)."""
+    room = best - trivial
+    if abs(room) < 1e-9:
+        return None
+    return (score - trivial) / room
+
+
 def pooled_probes(tr: dict, te: dict, grid: int, n_train: int, n_test: int, *, epochs: int, lr: float,
                   seeds: int) -> list:
     """One position probe and one pixel probe per seed, trained on n_train tokens of each group
@@ -83,18 +94,26 @@ def pooled_probes(tr: dict, te: dict, grid: int, n_train: int, n_test: int, *, e
         x = torch.cat([tr[g]["x"][itr[g]] for g in tr])
         pos = torch.cat([tr[g]["pos"][itr[g]] for g in tr])
         pix = torch.cat([tr[g]["pix"][itr[g]] for g in tr])
+        xte = torch.cat([te[g]["x"][ite[g]] for g in te])          # one probe per task, scored per group
+        p = probes.position(x, pos, xte, torch.cat([te[g]["pos"][ite[g]] for g in te]), (grid, grid),
+                            epochs=epochs, lr=lr, seed=s)
+        r = probes.regress(x, pix, xte, torch.cat([te[g]["pix"][ite[g]] for g in te]), epochs=epochs, lr=lr, seed=s)
+        at = 0
         for g in tr:
+            n = len(ite[g])
             sub_tr = {k: v[itr[g]] for k, v in tr[g].items()}
             sub_te = {k: v[ite[g]] for k, v in te[g].items()}
-            p = probes.position(x, pos, sub_te["x"], sub_te["pos"], (grid, grid), epochs=epochs, lr=lr, seed=s)
-            r = probes.regress(x, pix, sub_te["x"], sub_te["pix"], epochs=epochs, lr=lr, seed=s)
+            pred_pos, pred_pix = p.predictions[at:at + n], r.predictions[at:at + n]
+            at += n
+            top1 = float((pred_pos == sub_te["pos"]).float().mean())
+            dist = float((((pred_pos // grid - sub_te["pos"] // grid).float() ** 2
+                           + (pred_pos % grid - sub_te["pos"] % grid).float() ** 2).sqrt()).mean())
+            l2 = float((pred_pix - sub_te["pix"]).norm(dim=1).mean())
             base = trivial_baselines(sub_tr, sub_te, grid)
-            rows.append({"group": g, "seed": s, "position_top1": p.metric,
-                         "position_avg_distance": p.extra["avg_distance"], "reconstruction_l2": r.metric,
-                         **{f"trivial_{k}": v for k, v in base.items()},
-                         "position_gain": p.metric - base["position_top1"],
-                         "distance_gain": base["position_avg_distance"] - p.extra["avg_distance"],
-                         "reconstruction_gain": base["reconstruction_l2"] - r.metric})
+            rows.append({"group": g, "seed": s, "position_top1": top1, "position_avg_distance": dist,
+                         "reconstruction_l2": l2, **{f"trivial_{k}": v for k, v in base.items()},
+                         "position_gain": normalised_gain(top1, base["position_top1"], best=1.0),
+                         "reconstruction_gain": normalised_gain(l2, base["reconstruction_l2"], best=0.0)})
     return rows
 
 

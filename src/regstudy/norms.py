@@ -11,7 +11,7 @@ cut-off (150 for DINOv2 ViT-g). We take the cut-off from the data, with two rule
    *rare* (weight < 10%: the paper finds ~2%) and *well separated* from the component below it
    (Ashman's D = |mu1 - mu2| / sqrt((s1^2 + s2^2) / 2) > 2);
 3. its threshold is where the two weighted component densities cross, lowered to the mode's
-   lower edge (mean - 2 sd in log-norm) when that is lower, so that a mode of a few tokens beside a
+   lower edge (mean - 2.5 sd in log-norm) when that is lower, so that a mode of a few tokens beside a
    broad bulk is not cut in half.
 
 *Relative rule* (scale-free, robust to a skewed bulk): a token is high-norm when its norm is above
@@ -253,3 +253,15 @@ def track_through_depth(patch_norms: torch.Tensor, flags: torch.Tensor, backgrou
                     "ratio": hi / lo if lo > 0 else float("inf")})
     return out
 
+
+
+def baseline_threshold_for(base_rule: dict, other_rule: dict) -> float | None:
+    """The baseline's outlier threshold carried over to another model (same seed, same images): as
+    the same multiple of that model's median background norm (norm scales differ between models, so
+    an absolute norm would compare scales, not outliers). None when the baseline has no threshold."""
+    thr, ref, other = base_rule.get("threshold"), base_rule.get("reference_median"), other_rule.get("reference_median")
+    if thr is None:
+        return None
+    if not ref or not other:
+        return thr
+    return thr / ref * other

@@ -116,6 +116,15 @@ def load_norms(path: Path) -> dict:
         return {k: torch.from_numpy(z[k]) for k in z.files}
 
 
+def share_at_baseline_threshold(run: dict, base: dict) -> float:
+    """Share of `run`'s last-block patch tokens above the same-seed baseline's threshold
+    (norms.baseline_threshold_for); 0 when the baseline has no outliers."""
+    thr = norms.baseline_threshold_for(base["tokens"]["rule"], run["tokens"]["rule"])
+    if thr is None:
+        return 0.0
+    return float((load_norms(run["dir"])["patch"][-1] > thr).float().mean())
+
+
 def summary_row(run: dict) -> dict:
     """One entry of norms_summary.json / ablation_summary.json."""
     t, m, f = run["tokens"], run["metrics"], run["final"]
