@@ -178,7 +178,7 @@ def test_analyses_take_their_outlier_paths(smoke):
                "block where the outlier tokens become high-norm (tracked through depth, baseline)")
     for q in decided + reached:
         # smoke claims show no verdict; what the planted data gave is kept as "computed"
-        assert claims[q]["holds"] == "n/a (smoke)" and claims[q]["seeds"].endswith("/3 seeds"), (q, claims[q])
+        assert claims[q]["holds"] == "n/a (smoke)" and "/3 seeds" in claims[q]["seeds"], (q, claims[q])
         assert claims[q]["computed"] in ("yes", "no") or q in reached, (q, claims[q])
     depth = claims["block where the outlier tokens become high-norm (tracked through depth, baseline)"]
     assert depth["computed"] in ("yes", "no"), depth

@@ -12,7 +12,7 @@ def test_a_verdict_needs_every_seed():
     assert verdicts.over_seeds([True, False, True]) == ("no", "2/3 seeds")
     assert verdicts.over_seeds([True]) == ("not measurable (1 seed)", "1/1 seeds")
     assert verdicts.over_seeds([True, True]) == ("not measurable (2 seeds)", "2/2 seeds")
-    assert verdicts.over_seeds([True, None, True]) == ("not measurable (in 1 of 3 seeds)", "2/3 seeds")
+    assert verdicts.over_seeds([True, None, True]) == ("not measurable (in 1 of 3 seeds)", "2/3 seeds (1 not measurable)")
     assert verdicts.over_seeds([False, None, True])[0] == "no"
 
 

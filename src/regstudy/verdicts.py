@@ -64,7 +64,7 @@ def over_seeds(holds: list) -> tuple:
     n = len(holds)
     measured = [h for h in holds if h is not None]
     k = sum(bool(h) for h in measured)
-    seeds = f"{k}/{n} seeds"
+    seeds = f"{k}/{n} seeds" + (f" ({n - len(measured)} not measurable)" if len(measured) < n else "")
     if n < MIN_SEEDS:
         return f"not measurable ({n} seed{'s' if n != 1 else ''})", seeds
     if any(h is False for h in measured):
