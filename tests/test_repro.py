@@ -1,4 +1,8 @@
-"""The pipeline runner's handling of stages paused by the time budget (no dvc involved)."""
+"""`python -m regstudy.repro`: plain `dvc repro` (core first), and the time budget's exit 75 (no dvc
+involved here: dvc is replaced by a fake)."""
+import json
+import time
+
 import pytest
 
 from regstudy import paths, repro
@@ -7,58 +11,57 @@ from regstudy import paths, repro
 @pytest.fixture
 def fake_root(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "root", lambda: tmp_path)
+    monkeypatch.setattr(repro, "not_run", lambda: ["train@4", "report"])
     return tmp_path
 
 
-def test_paused_training_stages_exit_75_and_say_run_again(fake_root, capsys):
-    stages = [("train@a", "echo 'TimeBudgetReached: r0-s0: paused after epoch 3' >&2; exit 1"),
-              ("train@b", "echo 'TimeBudgetReached: r4-s0: paused after epoch 2' >&2; exit 1")]
-    with pytest.raises(repro.Paused) as e:
-        repro.run_level(stages, jobs=2)
-    assert e.value.code == repro.EX_TEMPFAIL == 75
+def write_log(root, name, last_type):
+    d = root / "runs" / "smoke" / "main" / name.rsplit("-s", 1)[0] / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "log.jsonl").write_text(json.dumps({"type": "config"}) + "\n" + json.dumps({"type": last_type}) + "\n")
+
+
+def test_core_first_then_everything(fake_root, monkeypatch):
+    calls = []
+    monkeypatch.setattr(repro, "dvc", lambda *a: calls.append(a) or 0)
+    assert repro.run("smoke", None, []) == 0
+    assert calls == [("repro", *repro.CORE), ("repro",)]
+    calls.clear()
+    assert repro.run("smoke", None, ["report"]) == 0 and calls == [("repro", "report")]
+
+
+def test_paused_training_exits_75_and_says_run_again(fake_root, monkeypatch, capsys):
+    def fake_dvc(*a):
+        write_log(fake_root, "r0-s0", "paused")
+        write_log(fake_root, "r0-s1", "paused")
+        write_log(fake_root, "r1-s0", "final")
+        return 1
+    monkeypatch.setattr(repro, "dvc", fake_dvc)
+    assert repro.run("smoke", time.time() + 100, []) == repro.EX_TEMPFAIL == 75
     err = capsys.readouterr().err
-    assert "2 training run(s) paused at an epoch boundary (train@a, train@b), 0 not started" in err
-    assert "Run the same command again" in err
-    assert (fake_root / "runs" / "logs" / "train_a.log").exists()
+    assert "2 training run(s) paused at an epoch boundary (r0-s0, r0-s1)" in err
+    assert "2 stage(s) not run (train@4, report)" in err and "Run the same command again" in err
 
 
-def test_a_real_failure_is_not_mistaken_for_a_pause(fake_root):
-    stages = [("train@a", "echo 'TimeBudgetReached' >&2; exit 1"), ("train@b", "echo boom >&2; exit 1")]
-    with pytest.raises(SystemExit, match=r"failed: .*train@b \(see .*train_b.log\)") as e:
-        repro.run_level(stages, jobs=2)
-    assert not isinstance(e.value, repro.Paused)
+def test_a_real_failure_is_not_mistaken_for_a_pause(fake_root, monkeypatch, capsys):
+    write_log(fake_root, "r0-s0", "paused")          # an old pause, from before this call
+    past = time.time() - 3600
+    import os
+    os.utime(fake_root / "runs" / "smoke" / "main" / "r0" / "r0-s0" / "log.jsonl", (past, past))
+    monkeypatch.setattr(repro, "dvc", lambda *a: 1)
+    assert repro.run("smoke", None, []) == 1
+    assert "failed" in capsys.readouterr().err
 
 
-def test_no_level_starts_after_the_deadline(fake_root, monkeypatch, capsys):
-    monkeypatch.setenv("REGSTUDY_DEADLINE", "1")
-    monkeypatch.setattr(repro, "stage_levels", lambda: [[("report", "echo never")]])
-    monkeypatch.setattr(repro, "changed", lambda names: set(names))
-    with pytest.raises(repro.Paused):
-        repro.run_parallel(jobs=2)
-    assert "time budget used up before 1 stage(s) could start (report)" in capsys.readouterr().err
+def test_nothing_starts_after_the_deadline(fake_root, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(repro, "dvc", lambda *a: calls.append(a) or 0)
+    assert repro.run("smoke", time.time() - 1, []) == 75
+    assert not calls and "time budget used up: 2 stage(s) not run" in capsys.readouterr().err
 
 
-def test_stages_waiting_for_a_slot_do_not_start_after_the_deadline(fake_root, monkeypatch, capsys):
-    monkeypatch.setenv("REGSTUDY_DEADLINE", "1")
-    with pytest.raises(repro.Paused):
-        repro.run_level([("train@a", "touch started"), ("train@b", "touch started")], jobs=1)
-    assert not (fake_root / "started").exists()
-    assert "0 training run(s) paused at an epoch boundary (-), 2 not started (train@a, train@b)" in capsys.readouterr().err
-
-
-def test_a_kernel_that_dies_on_start_up_is_started_again(fake_root, monkeypatch, capsys):
-    # the first attempt fails the way a ZMQ port race does; the second succeeds
-    cmd = ("if [ -e tried ]; then echo ok; else touch tried; "
-           "echo 'RuntimeError: Kernel died before replying to kernel_info' >&2; exit 1; fi")
-    commits = []
-    monkeypatch.setattr(repro, "_run", lambda c, **k: commits.append(c))   # no dvc in this test
-    repro.run_level([("fig03_fig07_norms", cmd)], jobs=1)
-    assert "starting it again" in capsys.readouterr().out
-    assert (fake_root / "runs" / "logs" / "fig03_fig07_norms.log").read_text().strip() == "ok"
-    assert commits and commits[0][-1] == "fig03_fig07_norms"               # committed once it succeeded
-
-
-def test_other_failures_are_not_retried(fake_root):
-    with pytest.raises(SystemExit, match="failed: x"):
-        repro.run_level([("x", "echo once >> count; echo 'ValueError: bad' >&2; exit 1")], jobs=1)
-    assert (fake_root / "count").read_text() == "once\n"
+def test_set_profile_keeps_the_comment(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("# top\nprofile: smoke   # which profile\nseeds: [0]\n")
+    assert repro.set_profile(p, "study") and p.read_text() == "# top\nprofile: study   # which profile\nseeds: [0]\n"
+    assert not repro.set_profile(p, "study")

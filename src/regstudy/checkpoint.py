@@ -60,3 +60,24 @@ def check_config(path: Path, stored: dict, expected: dict, keys=("model", "train
             f"checkpoint {path} was trained with another configuration:\n  " + "\n  ".join(diffs) +
             "\nEither restore those values in params.yaml, or delete the run folder "
             f"{Path(path).parent} to train it again with the new ones.")
+
+
+def stack_optimizer_states(states: list) -> dict:
+    """One optimiser state for stacked parameters from the single-run states of its models (same
+    parameter order): per-parameter tensors stacked on a new leading axis, the step kept."""
+    out = {"param_groups": states[0]["param_groups"], "state": {}}
+    for idx, st in states[0]["state"].items():
+        out["state"][idx] = {k: (v if k == "step" else torch.stack([s["state"][idx][k] for s in states]))
+                             for k, v in st.items()}
+    return out
+
+
+def slice_optimizer_state(state: dict, models: int) -> list:
+    """The inverse of stack_optimizer_states: one single-run optimiser state per model."""
+    out = []
+    for m in range(models):
+        out.append({"param_groups": state["param_groups"],
+                    "state": {idx: {k: (v.clone() if k == "step" else v[m].clone()) for k, v in st.items()}
+                              for idx, st in state["state"].items()}})
+    return out
+

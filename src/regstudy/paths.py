@@ -53,8 +53,15 @@ def runs_dir(profile: str) -> Path:
     return root() / "runs" / profile
 
 
+def run_group(name: str) -> str:
+    """The family a run belongs to (its name without the seed): r4-s0 -> r4, size-b-s1 -> size-b."""
+    return name.rsplit("-s", 1)[0]
+
+
 def run_dir(profile: str, family: str, name: str) -> Path:
-    return runs_dir(profile) / family / name
+    """runs/<profile>/<family>/<group>/<name>: the seeds of one configuration share a folder, the
+    output of the DVC stage that trains them together."""
+    return runs_dir(profile) / family / run_group(name) / name
 
 
 def results_dir(profile: str) -> Path:

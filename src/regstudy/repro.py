@@ -1,31 +1,26 @@
-"""`python -m regstudy.repro` (what `make repro` runs): pick the profile, then `dvc repro`.
+"""`python -m regstudy.repro` (what `make repro` runs): pick the profile, then plain `dvc repro`.
 
 * `--profile auto` (default): `study` when CUDA is available, else `smoke`. The choice is written
   into params.yaml's `profile:` line (so dvc.lock records it) and printed.
-* `--jobs N`: run up to N stages at once. The pipeline is cut into levels (stages whose inputs
-  are all made by earlier levels: prepare; all training runs; all analyses; the report); in each
-  level the stages that `dvc status` reports as changed run concurrently, with the exact commands
-  of dvc.yaml, and are then recorded with `dvc commit`. A final `dvc repro` checks that everything
-  is up to date. Several small ViTs share one GPU better than they run one after another, and on a
-  CPU the notebooks' start-up (kernel, imports) overlaps. A stage whose Jupyter kernel dies while
-  starting (kernels started together can race for a TCP port) ran nothing and is started again.
-  Default: 4 with a GPU, else the number of CPU cores (at most 4). Every stage runs with one CPU thread per process (OMP_NUM_THREADS=1 in
-  dvc.yaml), so the results do not depend on --jobs; `--jobs 1` is a plain `dvc repro`.
-* `--time-budget SECONDS`: for machines lent a few minutes per command. Training runs that would
-  pass the deadline write a checkpoint and pause (`train.TimeBudgetReached`), no stage starts after
-  it, and the command exits with status 75 (EX_TEMPFAIL) saying which runs paused and which stages
-  did not start. The same command again resumes them. Analyses are not paused: leave them a few
-  minutes of the budget.
+* The core of the study comes first: `dvc repro` of the stages behind Figs. 3, 4a/b and 7 (the
+  baseline and 4-register families), then `dvc repro` of everything else (ablation, model sizes,
+  scenes, the other analyses, the report). Each family of runs (the seeds of one configuration)
+  trains as one batched model in one DVC stage; DVC does the rest (order, locking, caching).
+* `--time-budget SECONDS`: for machines rented by the minute. Training pauses at the first epoch
+  boundary that would pass the deadline, with checkpoints (`train.TimeBudgetReached`); no `dvc
+  repro` starts after it; the command exits with status 75 (EX_TEMPFAIL) naming the paused runs and
+  the stages not yet run. The same command again resumes them. Analyses are not paused: leave them
+  a few minutes of the budget.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -33,11 +28,7 @@ import torch
 from . import config, paths, train
 
 EX_TEMPFAIL = 75   # paused by the time budget: run again to resume
-
-
-class Paused(SystemExit):
-    pass
-
+CORE = ["fig03_fig07_norms", "fig04ab_norms_layers_training"]   # baseline + 4 registers, all seeds
 PROFILE_LINE = re.compile(r"^profile:\s*\S+(.*)$", re.M)
 
 
@@ -60,95 +51,63 @@ def _env() -> dict:
     return env
 
 
-def _run(cmd, **kw) -> None:
-    print("+", " ".join(cmd) if isinstance(cmd, list) else cmd, flush=True)
-    subprocess.run(cmd, check=True, env=_env(), cwd=paths.root(), **kw)
+def dvc(*args) -> int:
+    cmd = [sys.executable, "-m", "dvc", *args]
+    print("+ dvc " + " ".join(args), flush=True)
+    return subprocess.run(cmd, env=_env(), cwd=paths.root()).returncode
 
 
-def stage_levels() -> list:
-    """[[(name, cmd), ...], ...]: the pipeline's stages by level, in dvc.yaml order within a level."""
-    import networkx as nx
-    from dvc.repo import Repo
-    with Repo(str(paths.root())) as repo:
-        order = {s.addressing: i for i, s in enumerate(repo.index.stages)}
-        gens = nx.topological_generations(repo.index.graph.reverse(copy=True))
-        return [sorted(((s.addressing, s.cmd) for s in gen), key=lambda t: order[t[0]]) for gen in gens]
+def paused_runs(profile: str, since: float) -> list:
+    """Names of the runs whose log ends with a `paused` line written after `since`."""
+    out = []
+    for log in sorted(paths.runs_dir(profile).glob("*/*/*/log.jsonl")):
+        lines = log.read_text().splitlines()
+        if lines:
+            last = json.loads(lines[-1])
+            if last.get("type") == "paused" and log.stat().st_mtime >= since:
+                out.append(log.parent.name)
+    return out
 
 
-def changed(names: list) -> set:
-    from dvc.repo import Repo
-    with Repo(str(paths.root())) as repo:
-        return set(repo.status(targets=names))
+def not_run() -> list:
+    """Stages that `dvc status` reports as changed (not yet run, or out of date)."""
+    r = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], env=_env(), cwd=paths.root(),
+                       capture_output=True, text=True)
+    try:
+        return sorted(json.loads(r.stdout or "{}"))
+    except json.JSONDecodeError:
+        return []
 
 
-KERNEL_START_TRIES = 3
-KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
-
-
-def kernel_start_failed(log: Path) -> bool:
-    """Did papermill fail because its kernel died on start-up, before any cell ran? Kernels started
-    at the same moment can race for the same free TCP port (ZMQ 'Address already in use'); such a
-    stage ran nothing, so starting it again is safe."""
-    return KERNEL_START_FAILURE in log.read_text(errors="replace")
-
-
-def run_level(todo: list, jobs: int) -> None:
-    """Run the (name, cmd) stages concurrently, `dvc commit` those that succeeded. Past the deadline
-    of a time budget, stages still waiting for a slot are not started."""
-    deadline = train.deadline_from_env()
-
-    def one(item):
-        name, cmd = item
-        log = paths.root() / "runs" / "logs" / f"{name.replace('@', '_')}.log"
+def run(profile: str, deadline: float | None, extra: list) -> int:
+    start = time.time()
+    steps = [["repro", *extra]] if extra else [["repro", *CORE], ["repro"]]
+    for args in steps:
         if deadline is not None and time.time() >= deadline:
-            return name, None, log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        print(f"  running {name} (log: {log.relative_to(paths.root())})", flush=True)
-        for attempt in range(1, KERNEL_START_TRIES + 1):
-            with open(log, "w") as fh:
-                r = subprocess.run(cmd, shell=True, env=_env(), cwd=paths.root(), stdout=fh, stderr=subprocess.STDOUT)
-            if not r.returncode or not kernel_start_failed(log) or attempt == KERNEL_START_TRIES:
-                return name, r.returncode, log
-            print(f"  {name}: the Jupyter kernel died while starting (no cell ran); starting it again", flush=True)
-
-    with ThreadPoolExecutor(jobs) as pool:
-        results = list(pool.map(one, todo))
-    done = [n for n, rc, _ in results if rc == 0]
-    if done:
-        _run([sys.executable, "-m", "dvc", "commit", "-f", "-q", *done])
-    waiting = [n for n, rc, _ in results if rc is None]
-    failed = [(n, log) for n, rc, log in results if rc]
-    paused = [n for n, log in failed if train.TimeBudgetReached.__name__ in log.read_text(errors="replace")]
-    if len(paused) == len(failed) and (paused or waiting):
-        print(f"time budget reached: {len(done)} stage(s) of this level finished, {len(paused)} training run(s) "
-              f"paused at an epoch boundary ({', '.join(paused) or '-'}), {len(waiting)} not started "
-              f"({', '.join(waiting) or '-'}). Run the same command again to resume.", file=sys.stderr, flush=True)
-        raise Paused(EX_TEMPFAIL)
-    if failed:
-        raise SystemExit("failed: " + ", ".join(f"{n} (see {log})" for n, log in failed))
-
-
-def run_parallel(jobs: int) -> None:
-    deadline = train.deadline_from_env()
-    for level in stage_levels():
-        todo_names = changed([n for n, _ in level])
-        todo = [(n, c) for n, c in level if n in todo_names]
-        if todo and deadline is not None and time.time() >= deadline:
-            print(f"time budget used up before {len(todo)} stage(s) could start ({', '.join(n for n, _ in todo)}). "
+            left = not_run()
+            print(f"time budget used up: {len(left)} stage(s) not run ({', '.join(left)}). "
                   "Run the same command again to continue.", file=sys.stderr, flush=True)
-            raise Paused(EX_TEMPFAIL)
-        if todo:
-            print(f"{len(todo)} stage(s), {jobs} at a time: {', '.join(n for n, _ in todo)}", flush=True)
-            run_level(todo, jobs)
+            return EX_TEMPFAIL
+        rc = dvc(*args)
+        if rc:
+            paused = paused_runs(profile, start)
+            if paused:
+                left = not_run()
+                print(f"time budget reached: {len(paused)} training run(s) paused at an epoch boundary "
+                      f"({', '.join(paused)}); {len(left)} stage(s) not run ({', '.join(left)}). "
+                      "Run the same command again to resume.", file=sys.stderr, flush=True)
+                return EX_TEMPFAIL
+            print(f"error: dvc {' '.join(args)} failed (exit {rc})", file=sys.stderr)
+            return rc
+    return 0
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="auto", help="auto (study with a GPU, smoke without), smoke or study")
-    ap.add_argument("--jobs", type=int, default=None, help="training runs at a time")
     ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                     help="pause training (with checkpoints) before this many seconds have passed; exit 75 if paused")
-    ap.add_argument("dvc_args", nargs="*", help="passed to dvc repro (e.g. a stage name)")
+    ap.add_argument("dvc_args", nargs="*", help="passed to dvc repro instead of the default order (e.g. a stage name)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     profile = args.profile if args.profile != "auto" else ("study" if cuda else "smoke")
@@ -163,25 +122,14 @@ def main(argv=None) -> int:
     if set_profile(paths.params_file(), profile):
         print(f"params.yaml: profile set to {profile}")
     print(f"profile: {profile} ({'GPU: ' + torch.cuda.get_device_name(0) if cuda else 'no GPU'})", flush=True)
-    jobs = args.jobs or (4 if cuda else min(4, os.cpu_count() or 1))
+    deadline = None
     if args.time_budget is not None:
         if args.time_budget <= 0:
             print("error: --time-budget must be a positive number of seconds", file=sys.stderr)
             return 2
-        os.environ[train.DEADLINE_ENV] = f"{time.time() + args.time_budget:.0f}"
-        if jobs == 1 or args.dvc_args:
-            print("note: with --jobs 1 or stage names, a paused run shows as a failed dvc stage; "
-                  "run the same command again to resume it", flush=True)
-    try:
-        if jobs > 1 and not args.dvc_args:
-            run_parallel(jobs)
-        _run([sys.executable, "-m", "dvc", "repro", *args.dvc_args])
-    except Paused as e:
-        return e.code
-    except subprocess.CalledProcessError as e:
-        print(f"error: {' '.join(map(str, e.cmd))} failed (exit {e.returncode})", file=sys.stderr)
-        return e.returncode or 1
-    return 0
+        deadline = time.time() + args.time_budget
+        os.environ[train.DEADLINE_ENV] = f"{deadline:.0f}"
+    return run(profile, deadline, args.dvc_args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Outputs in the run folder:
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, data, model as vit, norms, provenance, scenes
+from . import batched, checkpoint, data, model as vit, norms, provenance, scenes
 from .config import RunConfig, TrainConfig
 
 SUBSET_SEED = 12345       # which training images a `train_images` subset keeps (same for all runs)
@@ -61,17 +62,6 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list:
-    """No weight decay on biases, norms, LayerScale gammas, position embedding and prefix tokens."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.ndim <= 1 or name in ("pos_embed", "cls_token", "reg_token") or name.endswith(".gamma"):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +116,8 @@ def batch_maker(cfg: RunConfig, d: dict):
 # evaluation and the norm probe
 # --------------------------------------------------------------------------------------------
 def _autocast(device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
+    dtype = amp_dtype(device)
+    return torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()
@@ -177,44 +168,112 @@ def norm_probe(model, x_uint8, background) -> dict:
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
-def make_optimizer(model, tc: TrainConfig, device) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999),
+def no_decay(name: str, ndim: int) -> bool:
+    return ndim <= 1 or name in ("pos_embed", "cls_token", "reg_token") or name.endswith(".gamma")
+
+
+def stacked_param_groups(params: dict, weight_decay: float) -> list:
+    """param_groups() for stacked parameters (one leading model axis): the same groups, in the same
+    order, so that a stacked optimiser's state slices into single-run states index by index."""
+    decay = [p for n, p in params.items() if not no_decay(n, p.ndim - 1)]
+    other = [p for n, p in params.items() if no_decay(n, p.ndim - 1)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+
+
+def make_optimizer(params: dict, tc: TrainConfig, device) -> torch.optim.Optimizer:
+    """AdamW on stacked parameters. AdamW is element-wise, so each model's slice is updated exactly
+    as its own optimiser would update it."""
+    return torch.optim.AdamW(stacked_param_groups(params, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999),
                              **({"fused": True} if torch.device(device).type == "cuda" else {}))
 
 
-def train_step(model, opt, tc: TrainConfig, device):
-    """fn(images, labels) -> (loss, logits): one optimisation step (bf16 autocast on CUDA, the model
-    compiled when `tc.compile` on CUDA, label smoothing, gradient clipping). The learning rate is
-    whatever opt.param_groups hold."""
-    fwd = torch.compile(model) if (tc.compile and torch.device(device).type == "cuda") else model
+def amp_dtype(device) -> torch.dtype | None:
+    """bf16 on GPUs that have it, fp16 (with a gradient scaler) on older ones, none on the CPU."""
+    if torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_step(params: dict, opt, cfg: RunConfig, device):
+    """fn(images M x B x C x H x W, labels M x B) -> (per-model losses M, logits M x B x K): one
+    optimisation step of every stacked model (batched.forward, autocast on CUDA, label smoothing,
+    per-model gradient clipping). The learning rate is whatever opt.param_groups hold. With fp16,
+    one gradient scaler serves all models (a step skipped for overflow is skipped for all)."""
+    tc = cfg.train
+    fwd = functools.partial(batched.forward, cfg=cfg.model)
+    if tc.compile and torch.device(device).type == "cuda":
+        fwd = torch.compile(fwd)
+    dtype = amp_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
     def step(xb, yb):
-        with _autocast(device):
-            logits = fwd(xb)
-        loss = F.cross_entropy(logits.float(), yb, label_smoothing=tc.label_smoothing)
+        with torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = fwd(params, xb)
+        M, B, K = logits.shape
+        losses = F.cross_entropy(logits.float().reshape(M * B, K), yb.reshape(-1), reduction="none",
+                                 label_smoothing=tc.label_smoothing).reshape(M, B).mean(1)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        return loss, logits
+        if scaler is None:
+            losses.sum().backward()
+            batched.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+        else:
+            scaler.scale(losses.sum()).backward()
+            scaler.unscale_(opt)
+            batched.clip_grad_norm_(params, tc.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+        return losses.detach(), logits.detach()
     return step
 
 
-def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
-        stop_after_epoch: int | None = None, check_every: int | None = None,
-        deadline: float | None = None) -> dict:
-    """Train run `cfg` into `out_dir`; resume from `out_dir/checkpoint.pt` when it holds an
-    unfinished run of the same config. Returns the final metrics (also in metrics.json).
+def check_family(cfgs: list) -> None:
+    """Runs trained together must differ in their seed only."""
+    ref = {k: v for k, v in cfgs[0].to_dict().items() if k not in ("seed", "name")}
+    for c in cfgs[1:]:
+        other = {k: v for k, v in c.to_dict().items() if k not in ("seed", "name")}
+        if other != ref:
+            raise ValueError(f"runs {cfgs[0].name} and {c.name} differ in more than their seed: train them apart")
+    if len({c.seed for c in cfgs}) != len(cfgs):
+        raise ValueError(f"two runs of one family share a seed: {[c.name for c in cfgs]}")
+
+
+def _resume_states(cfgs: list, out_dirs: list, device, resume: bool) -> list:
+    """Each run's unfinished checkpoint (or None to start afresh); all must stand at the same epoch."""
+    states = []
+    for cfg, d in zip(cfgs, out_dirs):
+        path = d / "checkpoint.pt"
+        state = checkpoint.load(path, map_location=device) if resume and path.exists() else None
+        if state is not None and state.get("complete"):
+            print(f"{path} holds a finished run; training it again from scratch.")
+            state = None
+        if state is not None:
+            checkpoint.check_config(path, state["config"], cfg.to_dict())
+        states.append(state)
+    epochs = {0 if s is None else int(s["epoch"]) for s in states}
+    if len(epochs) > 1:
+        raise ValueError(f"the runs {[c.name for c in cfgs]} stopped at different epochs ({sorted(epochs)}); "
+                         "train them one by one (train.fit) to resume each")
+    return states
+
+
+def fit_family(cfgs: list, out_dirs: list, *, device=None, resume: bool = True,
+               stop_after_epoch: int | None = None, check_every: int | None = None,
+               deadline: float | None = None) -> list:
+    """Train runs `cfgs` (differing in seed only) together as one batched model, each into its own
+    folder of `out_dirs`, as if each were trained alone: same initialisation (its seed), same data
+    order and augmentation (a generator per run), same optimiser state. Resumes from the folders'
+    checkpoints. Returns each run's final metrics (also in its metrics.json).
 
     `stop_after_epoch` stops early (after checkpointing), to test resuming. `deadline` (Unix time;
-    default: $REGSTUDY_DEADLINE) pauses the run with `TimeBudgetReached` when the next epoch would
-    end after it, with a checkpoint to resume from."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    default: $REGSTUDY_DEADLINE) pauses every run with `TimeBudgetReached` when the next epoch would
+    end after it, with checkpoints to resume from."""
+    check_family(cfgs)
+    out_dirs = [Path(d) for d in out_dirs]
+    for d in out_dirs:
+        d.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else provenance.pick_device()
-    torch.manual_seed(cfg.seed)
-    tc = cfg.train
+    cfg0, tc, M = cfgs[0], cfgs[0].train, len(cfgs)
     is_cuda = device.type == "cuda"
     if is_cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -222,119 +281,134 @@ def fit(cfg: RunConfig, out_dir: Path, *, device=None, resume: bool = True,
     check_every = check_every or (50 if is_cuda else 1)
     deadline = deadline if deadline is not None else deadline_from_env()
 
-    d = run_data(cfg, device)
+    d = run_data(cfg0, device)                       # the same data for every seed of a family
     n_train = len(d["y_train"])
     steps_per_epoch = n_train // tc.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"train.batch_size={tc.batch_size} exceeds the {n_train} training images")
     total_steps = steps_per_epoch * tc.epochs
 
-    model = vit.build(cfg.model).to(device)
-    opt = make_optimizer(model, tc, device)
-    ckpt_path = out_dir / "checkpoint.pt"
-    log = provenance.RunLog(out_dir / "log.jsonl")
-    cfg_dict = cfg.to_dict()
-    start_epoch = 0
-    if resume and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path, map_location=device)
-        if state.get("complete"):
-            print(f"{ckpt_path} holds a finished run; training it again from scratch.")
+    states = _resume_states(cfgs, out_dirs, device, resume)
+    models = []
+    for cfg, state in zip(cfgs, states):
+        torch.manual_seed(cfg.seed)
+        m = vit.build(cfg.model).to(device)
+        if state is not None:
+            m.load_state_dict(state["model"])
+        models.append(m)
+    params = batched.stack(models)
+    opt = make_optimizer(params, tc, device)
+    if states[0] is not None:
+        opt.load_state_dict(checkpoint.stack_optimizer_states([s["optimizer"] for s in states]))
+    start_epoch = 0 if states[0] is None else int(states[0]["epoch"])
+    logs = [provenance.RunLog(o / "log.jsonl") for o in out_dirs]
+    for cfg, log, o in zip(cfgs, logs, out_dirs):
+        if start_epoch == 0:
+            log.path.unlink(missing_ok=True)
+            log.write("config", run=cfg.to_dict(), git=provenance.git_commit(), device=provenance.device_info(device),
+                      n_train=n_train, steps_per_epoch=steps_per_epoch, params=vit.count_params(models[0]),
+                      flops_per_image=vit.train_flops_per_image(cfg.model), family_runs=[c.name for c in cfgs])
         else:
-            checkpoint.check_config(ckpt_path, state["config"], cfg_dict)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            print(f"resuming {cfg.name} from {ckpt_path} after epoch {start_epoch}")
-    if start_epoch == 0:
-        log.path.unlink(missing_ok=True)
-        log.write("config", run=cfg_dict, git=provenance.git_commit(),
-                  device=provenance.device_info(device), n_train=n_train,
-                  steps_per_epoch=steps_per_epoch, params=vit.count_params(model),
-                  flops_per_image=vit.train_flops_per_image(cfg.model))
-    else:
-        log.truncate_after_epoch(start_epoch)
-        log.write("resume", epoch=start_epoch, git=provenance.git_commit(), device=provenance.device_info(device))
+            log.truncate_after_epoch(start_epoch)
+            log.write("resume", epoch=start_epoch, git=provenance.git_commit(), device=provenance.device_info(device))
+            print(f"resuming {cfg.name} from {o / 'checkpoint.pt'} after epoch {start_epoch}")
+
+    def save(epoch_done: int, complete: bool):
+        opt_states = checkpoint.slice_optimizer_state(opt.state_dict(), M)
+        for m, (cfg, o) in enumerate(zip(cfgs, out_dirs)):
+            checkpoint.save(o / "checkpoint.pt", {"model": batched.state_dict_of(params, m), "optimizer": opt_states[m],
+                                                  "epoch": epoch_done, "config": cfg.to_dict(), "complete": complete})
 
     def pause(epoch_done: int, reason: str):
-        msg = (f"{cfg.name}: paused after epoch {epoch_done} of {tc.epochs} to stay within the time budget "
-               f"({reason}); " + (f"the checkpoint is at {ckpt_path}. " if epoch_done else "nothing trained yet. ")
+        names = ", ".join(c.name for c in cfgs)
+        msg = (f"{names}: paused after epoch {epoch_done} of {tc.epochs} to stay within the time budget ({reason}); "
+               + ("checkpoints are in the run folders. " if epoch_done else "nothing trained yet. ")
                + "Run the same command again to resume.")
-        log.write("paused", epoch=epoch_done, message=msg)
+        for log in logs:
+            log.write("paused", epoch=epoch_done, message=msg)
         raise TimeBudgetReached(msg)
 
     if deadline is not None and time.time() >= deadline and start_epoch < tc.epochs:
         pause(start_epoch, "the deadline had passed before training started")
 
-    train_one = train_step(model, opt, tc, device)
-    make_batch = batch_maker(cfg, d)
-    flops = vit.train_flops_per_image(cfg.model)
+    step_fn = train_step(params, opt, cfg0, device)
+    make_batch = batch_maker(cfg0, d)
+    flops = vit.train_flops_per_image(cfg0.model)
 
     for epoch in range(start_epoch, tc.epochs):
-        model.train()
-        g = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n_train, generator=g, device=device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        gens = [torch.Generator(device=device).manual_seed(c.seed * 1_000_003 + epoch) for c in cfgs]
+        perms = [torch.randperm(n_train, generator=g, device=device) for g in gens]
+        loss_sum = torch.zeros(M, device=device)
+        correct = torch.zeros(M, device=device, dtype=torch.long)
         if is_cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        wall0 = time.time()
+        t0, wall0 = time.perf_counter(), time.time()
         for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            lr = lr_at(step, total_steps, tc.lr, tc.warmup_steps)
+            lr = lr_at(epoch * steps_per_epoch + i, total_steps, tc.lr, tc.warmup_steps)
             for pg in opt.param_groups:
                 pg["lr"] = lr
-            xb, yb = make_batch(perm[i * tc.batch_size:(i + 1) * tc.batch_size], g)
-            loss, logits = train_one(xb, yb)
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == yb).sum()
-            if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
-                if not torch.isfinite(loss_sum):
-                    last = int(checkpoint.load(ckpt_path)["epoch"]) if ckpt_path.exists() else None
-                    msg = (f"{cfg.name}: the training loss became {float(loss.detach()):.4g} at epoch {epoch + 1}, "
-                           f"step {i + 1} (lr {lr:.3g}). Training stopped; "
-                           + (f"the last good checkpoint (after epoch {last}) is kept at {ckpt_path}. "
-                              if last is not None else "no checkpoint had been written yet. ")
-                           + "Lower train.lr, raise train.warmup_steps or train.grad_clip in params.yaml, "
-                             "or check the input data.")
+            parts = [make_batch(p[i * tc.batch_size:(i + 1) * tc.batch_size], g) for p, g in zip(perms, gens)]
+            xb, yb = torch.stack([x for x, _ in parts]), torch.stack([y for _, y in parts])
+            losses, logits = step_fn(xb, yb)
+            loss_sum += losses
+            correct += (logits.argmax(-1) == yb).sum(1)
+            if ((i + 1) % check_every == 0 or i + 1 == steps_per_epoch) and not torch.isfinite(loss_sum).all():
+                bad = [c.name for c, ok in zip(cfgs, torch.isfinite(loss_sum).tolist()) if not ok]
+                ckpt = out_dirs[0] / "checkpoint.pt"
+                last = int(checkpoint.load(ckpt)["epoch"]) if ckpt.exists() else None
+                msg = (f"{', '.join(bad)}: the training loss became non-finite at epoch {epoch + 1}, step {i + 1} "
+                       f"(lr {lr:.3g}). Training stopped; "
+                       + (f"the last good checkpoint (after epoch {last}) is kept in each run folder. "
+                          if last is not None else "no checkpoint had been written yet. ")
+                       + "Lower train.lr, raise train.warmup_steps or train.grad_clip in params.yaml, "
+                         "or check the input data.")
+                for log in logs:
                     log.write("error", error="non-finite loss", message=msg)
-                    raise NonFiniteLoss(msg)
+                raise NonFiniteLoss(msg)
         if is_cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         images = steps_per_epoch * tc.batch_size
-        val = evaluate(model, d["x_val"], d["y_val"], tc.eval_batch_size)
-        probe = norm_probe(model, d["x_probe"], d["bg_probe"])
-        log.write("epoch", epoch=epoch + 1, step=(epoch + 1) * steps_per_epoch, lr=lr,
-                  train_loss=float(loss_sum) / steps_per_epoch, train_acc=float(correct) / images,
-                  val_acc=val["acc"], val_loss=val["loss"], seconds=seconds, images_per_s=images / seconds,
-                  tflops=flops * images / seconds / 1e12, probe=probe)
-        print(f"{cfg.name} epoch {epoch + 1}/{tc.epochs}: loss {float(loss_sum) / steps_per_epoch:.4f} "
-              f"val acc {val['acc']:.4f} {images / seconds:,.0f} img/s")
+        for m, (cfg, model, log) in enumerate(zip(cfgs, models, logs)):
+            model.load_state_dict(batched.state_dict_of(params, m))
+            val = evaluate(model, d["x_val"], d["y_val"], tc.eval_batch_size)
+            probe = norm_probe(model, d["x_probe"], d["bg_probe"])
+            log.write("epoch", epoch=epoch + 1, step=(epoch + 1) * steps_per_epoch, lr=lr,
+                      train_loss=float(loss_sum[m]) / steps_per_epoch, train_acc=float(correct[m]) / images,
+                      val_acc=val["acc"], val_loss=val["loss"], seconds=seconds, models=M,
+                      images_per_s=M * images / seconds, tflops=flops * M * images / seconds / 1e12, probe=probe)
+            print(f"{cfg.name} epoch {epoch + 1}/{tc.epochs}: loss {float(loss_sum[m]) / steps_per_epoch:.4f} "
+                  f"val acc {val['acc']:.4f} ({M} models, {M * images / seconds:,.0f} img/s)")
         done = epoch + 1 == tc.epochs
         now = time.time()
         out_of_time = deadline is not None and not done and now + (now - wall0) > deadline
-        if (done or (epoch + 1) % tc.ckpt_every == 0 or (stop_after_epoch and epoch + 1 >= stop_after_epoch)
-                or out_of_time):
-            checkpoint.save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "epoch": epoch + 1, "config": cfg_dict, "complete": done})
-        if stop_after_epoch and epoch + 1 >= stop_after_epoch and not done:
-            return {"interrupted_after_epoch": epoch + 1}
+        stop = bool(stop_after_epoch and epoch + 1 >= stop_after_epoch)
+        if done or (epoch + 1) % tc.ckpt_every == 0 or stop or out_of_time:
+            save(epoch + 1, done)
+        if stop and not done:
+            return [{"interrupted_after_epoch": epoch + 1}] * M
         if out_of_time:
             pause(epoch + 1, "the next epoch would end after the deadline")
 
-    test = evaluate(model, d["x_test"], d["y_test"], tc.eval_batch_size)
-    val = evaluate(model, d["x_val"], d["y_val"], tc.eval_batch_size)
-    epochs = log.records("epoch")
-    metrics = {"name": cfg.name, "family": cfg.family, "registers": cfg.model.registers, "seed": cfg.seed,
-               "epochs": tc.epochs, "test_acc": test["acc"], "test_loss": test["loss"],
-               "val_acc": val["acc"], "final_train_loss": epochs[-1]["train_loss"]}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    train_seconds = sum(r["seconds"] for r in epochs)
-    log.write("final", **metrics, train_seconds=train_seconds,
-              images_per_s=float(np.median([r["images_per_s"] for r in epochs])),
-              device=provenance.device_info(device))
-    return metrics
+    results = []
+    for cfg, model, log, o in zip(cfgs, models, logs, out_dirs):
+        test = evaluate(model.eval(), d["x_test"], d["y_test"], tc.eval_batch_size)
+        val = evaluate(model, d["x_val"], d["y_val"], tc.eval_batch_size)
+        epochs = log.records("epoch")
+        metrics = {"name": cfg.name, "family": cfg.family, "registers": cfg.model.registers, "seed": cfg.seed,
+                   "epochs": tc.epochs, "test_acc": test["acc"], "test_loss": test["loss"],
+                   "val_acc": val["acc"], "final_train_loss": epochs[-1]["train_loss"]}
+        (o / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log.write("final", **metrics, train_seconds=sum(r["seconds"] for r in epochs),
+                  images_per_s=float(np.median([r["images_per_s"] for r in epochs])), models=M,
+                  device=provenance.device_info(device))
+        results.append(metrics)
+    return results
+
+
+def fit(cfg: RunConfig, out_dir: Path, **kw) -> dict:
+    """Train one run alone (a family of one); see fit_family."""
+    return fit_family([cfg], [out_dir], **kw)[0]
 
 
 def load_trained(run_dir: Path, device="cpu"):
