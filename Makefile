@@ -5,7 +5,7 @@ VENV    ?= .venv
 PROFILE ?= auto
 BIN     := $(VENV)/bin
 
-.PHONY: setup repro test bench
+.PHONY: setup repro test bench status pack
 
 setup: $(VENV)/.installed
 
@@ -25,3 +25,12 @@ test: setup
 ## training throughput and MFU of ViT-S/4, ViT-S/2, ViT-B/2 at batch 512
 bench: setup
 	$(BIN)/python -m regstudy.bench
+
+## what a (detached) make repro has done, is doing and has left, with the time left
+status: setup
+	$(BIN)/python -m regstudy.status
+
+## one archive of results/<profile> and the run logs, no checkpoints (PROFILE=study|smoke)
+pack: setup
+	$(BIN)/python -m regstudy.pack results/$(if $(filter auto,$(PROFILE)),smoke,$(PROFILE))
+

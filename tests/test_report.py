@@ -22,6 +22,7 @@ def test_paper_vs_ours_gathers_claims_with_seeds(study_root):
     assert "SMOKE" not in md and md.index("Fig. 3") < md.index("Table 3")
     assert "| Fig. 3 | share | 2% | 1.0% | yes | 3/3 seeds |" in md
     assert "| not measurable (in 1 of 3 seeds) | 2/3 seeds (1 not measurable) |" in md
+    assert "| fig05_local_information | (every finding of this notebook) |  | not run | not run |" in md
     assert (paths.results_dir("study") / "paper_vs_ours.md").read_text() == md
 
 

@@ -1,0 +1,27 @@
+"""The training stages depend on exactly the modules the training notebook imports: an edit to an
+analysis-only module (report.py, verdicts.py, ...) leaves every trained model up to date."""
+import json
+import subprocess
+import sys
+
+import yaml
+
+from conftest import REPO
+
+
+def imported_by_training() -> set:
+    nb = json.loads((REPO / "notebooks" / "train.ipynb").read_text())
+    imports = [l for c in nb["cells"] if c["cell_type"] == "code" for l in "".join(c["source"]).splitlines()
+               if l.startswith("from regstudy import")]
+    code = "\n".join(imports) + "\nimport sys; print(' '.join(m for m in sys.modules if m.startswith('regstudy')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return {"src/regstudy/__init__.py" if m == "regstudy" else f"src/regstudy/{m.split('.', 1)[1]}.py" for m in out}
+
+
+def test_training_stages_depend_on_the_modules_they_import():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    want = imported_by_training()
+    for name in ("train", "train_size", "train_scene"):
+        deps = {d for d in stages[name]["do"]["deps"] if d.startswith("src/")}
+        assert deps == want, (name, deps ^ want)
+    assert "src/regstudy/report.py" not in want and "src/regstudy/verdicts.py" not in want
