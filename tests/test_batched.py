@@ -82,3 +82,27 @@ def test_a_family_must_differ_in_seed_only(family, tiny_profile):
         train.check_family([family[0], other])
     with pytest.raises(ValueError, match="share a seed"):
         train.check_family([family[0], family[0]])
+
+
+def test_fp16_where_bf16_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert train.amp_dtype("cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert train.amp_dtype("cuda") == torch.bfloat16 and train.amp_dtype("cpu") is None
+
+
+def test_the_fp16_step_with_its_gradient_scaler_trains(tiny_run):
+    """The fp16 path (autocast + one gradient scaler for all stacked models), run on the CPU."""
+    torch.manual_seed(0)
+    models = [vit.build(tiny_run.model) for _ in range(2)]
+    params = batched.stack(models)
+    before = {k: v.detach().clone() for k, v in params.items()}
+    opt = train.make_optimizer(params, tiny_run.train, "cpu")
+    step = train.train_step(params, opt, tiny_run, "cpu", precision=torch.float16)
+    x = torch.randn(2, 8, 1, 28, 28)
+    y = torch.randint(0, 10, (2, 8))
+    for _ in range(3):
+        losses, logits = step(x, y)
+    assert losses.shape == (2,) and torch.isfinite(losses).all() and logits.shape == (2, 8, 10)
+    moved = [float((params[k] - before[k]).abs().max()) for k in params]
+    assert sum(m > 0 for m in moved) > len(moved) // 2

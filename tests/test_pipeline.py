@@ -84,6 +84,18 @@ def test_smoke_pipeline_end_to_end(smoke):
     assert "train_scene@4:" in lock and "train@16:" in lock and "report:" in lock
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
+    # an edit to an analysis-only module leaves every training stage up to date
+    report_py = repo / "src" / "regstudy" / "report.py"
+    text = report_py.read_text()
+    report_py.write_text(text + "\n# an edit\n")
+    try:
+        status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=repo, env=env,
+                                capture_output=True, text=True)
+        changed = set(json.loads(status.stdout))
+    finally:
+        report_py.write_text(text)
+    assert "report" in changed and "fig03_fig07_norms" in changed
+    assert not {s for s in changed if s.startswith("train")}, changed
 
 
 @pytest.mark.slow

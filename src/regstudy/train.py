@@ -194,20 +194,22 @@ def amp_dtype(device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def train_step(params: dict, opt, cfg: RunConfig, device):
+def train_step(params: dict, opt, cfg: RunConfig, device, precision: torch.dtype | None | str = "auto"):
     """fn(images M x B x C x H x W, labels M x B) -> (per-model losses M, logits M x B x K): one
     optimisation step of every stacked model (batched.forward, autocast on CUDA, label smoothing,
     per-model gradient clipping). The learning rate is whatever opt.param_groups hold. With fp16,
-    one gradient scaler serves all models (a step skipped for overflow is skipped for all)."""
+    one gradient scaler serves all models (a step skipped for overflow is skipped for all).
+    `precision`: "auto" (amp_dtype) or an autocast dtype (None: float32), e.g. to test fp16 on a CPU."""
     tc = cfg.train
+    kind = torch.device(device).type
     fwd = functools.partial(batched.forward, cfg=cfg.model)
-    if tc.compile and torch.device(device).type == "cuda":
+    if tc.compile and kind == "cuda":
         fwd = torch.compile(fwd)
-    dtype = amp_dtype(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    dtype = amp_dtype(device) if precision == "auto" else precision
+    scaler = torch.amp.GradScaler(kind) if dtype == torch.float16 else None
 
     def step(xb, yb):
-        with torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits = fwd(params, xb)
         M, B, K = logits.shape
         losses = F.cross_entropy(logits.float().reshape(M * B, K), yb.reshape(-1), reduction="none",
