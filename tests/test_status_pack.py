@@ -66,3 +66,17 @@ def test_pack_brings_results_and_logs_home_without_checkpoints(study_root, tmp_p
     with pytest.raises(pack.TooLarge, match="largest files"):
         pack.pack(res, tmp_path / "tiny.tar.gz", limit=10)
     assert pack.main([str(res), "--out", str(tmp_path / "cli.tar.gz")]) == 0
+
+
+def test_planned_flops_count_every_run(study_root, capsys):
+    from regstudy.model import train_flops_per_image
+    study = config.load()
+    prof = study.profiles["smoke"]
+    f = status.planned_flops(study, "smoke")
+    one = train_flops_per_image(config.run_config(prof, "main", registers=0, seed=0).model)
+    per_reg = [train_flops_per_image(config.run_config(prof, "main", registers=r, seed=0).model)
+               for r in study.ablation_registers]
+    assert f["main"] == pytest.approx(sum(per_reg) * len(study.seeds) * prof.train.train_images * prof.train.epochs)
+    assert per_reg[0] == one and f["total"] == pytest.approx(f["main"] + f["size"] + f["scene"])
+    assert status.main(["--profile", "smoke", "--plan", "1"]) == 0
+    assert "training needs" in capsys.readouterr().out

@@ -30,6 +30,25 @@ def expected_runs(study, profile: str) -> list:
     return out
 
 
+FULL_TRAIN = 55_000   # training images when train.train_images is 0 (60,000 minus the validation split)
+
+
+def planned_flops(study, profile: str) -> dict:
+    """Training FLOPs of every run the profile trains (model.train_flops_per_image x images x epochs),
+    by family kind, for an estimate of the time a GPU needs at a given sustained TFLOP/s."""
+    from .model import train_flops_per_image
+    prof = study.profiles[profile]
+    out = {}
+    for family, name in expected_runs(study, profile):
+        reg = int(name.split("-s")[0].rsplit("r", 1)[1]) if family != "size" else 0
+        size = name.split("-")[1] if family == "size" else None
+        cfg = config.run_config(prof, family, registers=reg, seed=0, size=size)
+        images = (cfg.train.train_images or FULL_TRAIN) * cfg.train.epochs
+        out[family] = out.get(family, 0.0) + train_flops_per_image(cfg.model) * images
+    out["total"] = sum(out.values())
+    return out
+
+
 def read(log: Path) -> list:
     return [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.is_file() else []
 
@@ -78,8 +97,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=None, help="default: the profile in params.yaml")
     ap.add_argument("--stale", type=float, default=STALE_S, help="seconds after which a silent log means stopped")
+    ap.add_argument("--plan", type=float, metavar="TFLOPS", default=None,
+                    help="instead: the profile's training FLOPs and the time they take at this sustained TFLOP/s")
     args = ap.parse_args(argv)
     profile = args.profile or config.load().profile
+    if args.plan:
+        f = planned_flops(config.load(), profile)
+        print(f"{profile}: training needs {f['total']:.3g} FLOPs (" + ", ".join(
+            f"{k} {v:.2g}" for k, v in f.items() if k != "total") + f"): {f['total'] / (args.plan * 1e12) / 60:.0f} min "
+            f"at a sustained {args.plan:g} TFLOP/s (analyses not counted)")
+        return 0
     rep = report(profile, stale_s=args.stale)
     for r in rep["runs"]:
         prog = f"epoch {r['epoch']}/{r['epochs']}" if r["epochs"] else ""
