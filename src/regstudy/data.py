@@ -1,30 +1,18 @@
-"""Fashion-MNIST: find it, check it, split it once, and hold it on the training device.
-
-Where the raw files are looked for, in this order:
-1. ``data/raw/`` in the study's checkout (the four ``*-idx?-ubyte[.gz]`` files);
-2. ``/usr/share/datasets/fashion-mnist/`` (Debian/Ubuntu package ``dataset-fashion-mnist``);
-3. a download through ``torchvision.datasets.FashionMNIST`` into ``data/raw/`` (needs the internet).
-"""
+"""Fashion-MNIST: read the raw files (found and checked by `regstudy.sources`), split them once,
+and hold them on the training device."""
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import paths
+from .sources import DEBIAN_DIR, FILES, DataError, locate_raw  # noqa: F401 (re-exported)
 
-FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
 MEAN, STD = 0.286, 0.353          # Fashion-MNIST pixel statistics (of x/255)
@@ -34,56 +22,9 @@ SPLIT_SEED = 20240116
 PREPARED_NAME = "fashion_mnist.npz"
 
 
-class DataError(RuntimeError):
-    """The dataset is missing, unreadable or not what it should be."""
-
-
 # --------------------------------------------------------------------------------------------
 # raw files
 # --------------------------------------------------------------------------------------------
-def _find_in(folder: Path) -> dict | None:
-    found = {}
-    for key, stem in FILES.items():
-        for cand in (folder / stem, folder / f"{stem}.gz"):
-            if cand.is_file():
-                found[key] = cand
-                break
-    return found if len(found) == len(FILES) else None
-
-
-def locate_raw(raw_dir: Path | None = None, debian_dir: Path = DEBIAN_DIR, download: bool = True) -> dict:
-    """Paths of the four IDX files; see the module docstring for the search order."""
-    raw_dir = Path(raw_dir) if raw_dir else paths.raw_dir()
-    for folder in (raw_dir, debian_dir):
-        found = _find_in(folder)
-        if found:
-            return found
-    problem = "downloading was not allowed"
-    if download:
-        try:
-            from torchvision.datasets import FashionMNIST
-            FashionMNIST(str(raw_dir / "_torchvision"), train=True, download=True)
-            FashionMNIST(str(raw_dir / "_torchvision"), train=False, download=True)
-            src = raw_dir / "_torchvision" / "FashionMNIST" / "raw"
-            raw_dir.mkdir(parents=True, exist_ok=True)
-            for stem in FILES.values():
-                for suffix in (".gz", ""):
-                    if (src / f"{stem}{suffix}").is_file():
-                        shutil.copy(src / f"{stem}{suffix}", raw_dir / f"{stem}{suffix}")
-            found = _find_in(raw_dir)
-            if found:
-                return found
-            problem = "torchvision's download finished but left no IDX files"
-        except Exception as e:  # no internet, no torchvision, ...
-            problem = f"torchvision's download failed ({type(e).__name__}: {e})"
-    raise DataError(
-        "Fashion-MNIST not found. Give it to the study in one of three ways:\n"
-        f"  1. put the four files {sorted(FILES.values())} (or .gz) in {raw_dir}/;\n"
-        f"  2. install the Debian package: sudo apt-get install dataset-fashion-mnist (files land in {debian_dir}/);\n"
-        f"  3. be online, so that torchvision.datasets.FashionMNIST can download it into {raw_dir}/ "
-        f"({problem}).")
-
-
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a uint8 array."""
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -139,10 +80,12 @@ def sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def prepare(out_dir: Path | None = None, raw_dir: Path | None = None, download: bool = True) -> dict:
-    """Write data/prepared/fashion_mnist.npz (uint8) and its provenance JSON; return the provenance."""
+def prepare(out_dir: Path | None = None, raw_dir: Path | None = None, download: bool = True,
+            **locate) -> dict:
+    """Write data/prepared/fashion_mnist.npz (uint8) and its provenance JSON; return the provenance.
+    `locate`: passed to sources.locate_raw (debian_dir, checksums: for tests)."""
     out_dir = Path(out_dir) if out_dir else paths.prepared_dir()
-    files = locate_raw(raw_dir, download=download)
+    files = locate_raw(raw_dir, download=download, **locate)
     arrays = split(load_raw(files))
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / PREPARED_NAME, **arrays)

@@ -10,7 +10,8 @@ from . import data
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--no-download", action="store_true", help="never try torchvision's download")
+    ap.add_argument("--no-download", action="store_true",
+                    help="only data/raw/ and the installed Debian package: no torchvision or apt-get download")
     args = ap.parse_args(argv)
     try:
         meta = data.prepare(download=not args.no_download)
