@@ -145,8 +145,8 @@ def plant_outliers(run_dir: Path) -> None:
     last = patch[-1]
     thr = float(np.quantile(last, 0.95))
     flags = last > thr
-    last[flags] *= 5                      # make the planted tokens a clear high-norm mode at the last block
-    thr *= 5
+    last[flags] *= 5       # the stored last-block norms of the planted tokens: a clear high-norm mode (the
+                           # threshold stays, so that the analyses that recompute norms from the model flag them too)
     with np.load(run_dir / "norms.npz") as z:
         arrays = {k: z[k] for k in z.files}
     arrays["patch"][-1][flags] *= 5
