@@ -5,7 +5,7 @@ VENV    ?= .venv
 PROFILE ?= auto
 BIN     := $(VENV)/bin
 
-.PHONY: setup repro test bench status pack
+.PHONY: setup repro test test-fast bench status pack
 
 setup: $(VENV)/.installed
 
@@ -18,9 +18,13 @@ $(VENV)/.installed: pyproject.toml
 repro: setup
 	$(BIN)/python -m regstudy.repro --profile $(PROFILE)
 
-## unit tests and the smoke `dvc repro` end to end (about 15 minutes on 2 CPU cores)
+## unit tests and the smoke `dvc repro` end to end (about 9 minutes on 2 CPU cores)
 test: setup
 	$(BIN)/python -m pytest
+
+## the unit tests only (no smoke pipeline; under a minute on 2 CPU cores), for people editing code
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 ## training throughput and MFU of ViT-S/4, ViT-S/2, ViT-B/2 at batch 512
 bench: setup
