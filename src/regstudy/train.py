@@ -1,4 +1,5 @@
-"""Training one run: data held on the device, batched augmentation there, AdamW with warm-up then
+"""Training a family of runs (the seeds of one configuration) as one batched model, or one run
+alone: data held on the device, batched augmentation there, AdamW with warm-up then
 cosine, label smoothing, gradient clipping, bf16 autocast and optional torch.compile on CUDA,
 checkpoints with resume, a NaN guard, a time budget, and per-epoch token-norm statistics of a
 fixed probe batch.
@@ -6,7 +7,7 @@ fixed probe batch.
 Time budget: when the environment holds ``REGSTUDY_DEADLINE`` (a Unix time, set by
 ``python -m regstudy.repro --time-budget SECONDS``), a run that would not finish its next epoch
 before it writes a checkpoint and stops with `TimeBudgetReached`; running it again resumes there.
-This is how the study fits into machines lent for a few minutes per command.
+This is how the study fits into machines rented for a few minutes per command.
 
 Outputs in the run folder:
 * ``checkpoint.pt``: model + optimiser + progress (loads with ``weights_only=True``);
@@ -173,8 +174,9 @@ def no_decay(name: str, ndim: int) -> bool:
 
 
 def stacked_param_groups(params: dict, weight_decay: float) -> list:
-    """param_groups() for stacked parameters (one leading model axis): the same groups, in the same
-    order, so that a stacked optimiser's state slices into single-run states index by index."""
+    """AdamW groups for stacked parameters (one leading model axis): weight decay except on biases,
+    norms, LayerScale gammas, position embedding and prefix tokens (no_decay), in parameter order, so
+    that a stacked optimiser's state slices into single-run states index by index."""
     decay = [p for n, p in params.items() if not no_decay(n, p.ndim - 1)]
     other = [p for n, p in params.items() if no_decay(n, p.ndim - 1)]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
