@@ -9,15 +9,40 @@ from conftest import REPO
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def test_repo_params_load_and_both_profiles_validate():
+def test_repo_params_and_every_shipped_profile_validate():
     study = config.parse(RAW)
-    assert set(study.profiles) >= {"smoke", "study"}
-    assert study.profiles["smoke"].smoke and not study.profiles["study"].smoke
-    s = study.profiles["study"]
-    # the study recipe the issue asks for: ViT-S (384/12/6), patch 4, LayerScale 1e-4, >= 60 epochs
+    assert study.profile == "smoke" and study.active.smoke
+    assert set(config.presets()) >= {"smoke", "study"}
+    s = config.preset("study").active
+    assert not s.smoke and s.require_gpu
+    # the study recipe: ViT-S (384/12/6), patch 4, LayerScale 1e-4, >= 60 epochs
     assert (s.size(s.model.size).embed_dim, s.size(s.model.size).depth, s.size(s.model.size).num_heads) == (384, 12, 6)
     assert s.model.patch_size == 4 and s.model.layerscale == pytest.approx(1e-4) and s.train.epochs >= 60
-    assert {0, 4} <= set(study.ablation_registers) and len(study.seeds) >= 3
+    for name in config.presets():
+        p = config.preset(name)
+        assert {0, 4} <= set(p.ablation_registers) and len(p.seeds) >= 3, name
+
+
+def test_params_yaml_is_the_shipped_smoke_profile():
+    """The committed params.yaml (what CI's smoke run and results/smoke come from) is smoke's file."""
+    assert config.parse(RAW) == config.preset("smoke")
+
+
+def test_families_give_the_matrices():
+    study = config.parse(RAW)
+    assert study.ablation_registers == (0, 1, 2, 4, 8, 16) and study.seeds == (0, 1, 2)
+    assert study.sizes == ("ti", "b") and study.size_seeds == (0,) and study.scene_registers == (0, 4)
+    assert study.family("r4").run_names == ["r4-s0", "r4-s1", "r4-s2"]
+    assert study.family("size-b").run_names == ["size-b-s0"]
+    with pytest.raises(config.ConfigError, match="family 'r3' is not in"):
+        study.family("r3")
+
+
+def test_a_notebook_asked_for_another_profile_stops_with_a_clear_error():
+    study = config.parse(RAW)
+    assert study.select("smoke") is study.active
+    with pytest.raises(config.ConfigError, match=r"holds profile 'smoke', not 'study'.*--profile study"):
+        study.select("study")
 
 
 def _set(path, value):
@@ -35,15 +60,22 @@ def _set(path, value):
 
 DELETE = object()
 BAD = [
-    (("profiles", "smoke", "train", "learning_rate"), 0.1, r"unknown key\(s\) \['learning_rate'\] in profiles.smoke.train"),
-    (("profiles", "study", "train", "epochs"), "eighty", "profiles.study.train.epochs must be an integer"),
-    (("profiles", "smoke", "train", "lr"), DELETE, "missing key profiles.smoke.train.lr"),
-    (("profile",), "huge", "profile 'huge' is not defined"),
+    (("train", "learning_rate"), 0.1, r"unknown key\(s\) \['learning_rate'\] in train"),
+    (("train", "epochs"), "eighty", "train.epochs must be an integer"),
+    (("train", "lr"), DELETE, "missing key train.lr"),
     (("seed",), [0], r"unknown key\(s\) \['seed'\] in the top level"),
-    (("ablation_registers",), [0, 32], "outside"),
-    (("profiles", "smoke", "model", "patch_size"), 5, "must divide 28"),
-    (("profiles", "smoke", "analysis", "lost_feature"), "query", "key, value or output"),
-    (("profiles", "study", "train", "compile"), "yes", "must be true or false"),
+    (("profiles",), {}, r"unknown key\(s\) \['profiles'\] in the top level"),
+    (("families", "r4", "registers"), 32, "outside"),
+    (("families", "r4", "registers"), 5, "must be named 'r5'"),
+    (("families", "r4", "seeds"), [0, 1], "must share their seeds"),
+    (("families", "scene-r4", "images"), "model", "images must be scene"),
+    (("families", "size-b", "registers"), 2, "trains baselines only"),
+    (("families", "size-b", "size"), "xl", "model size 'xl' is not in sizes_table"),
+    (("families", "r0"), DELETE, "must include r0"),
+    (("families", "r2", "kind"), "big", "kind must be one of"),
+    (("model", "patch_size"), 5, "must divide 28"),
+    (("analysis", "lost_feature"), "query", "key, value or output"),
+    (("train", "compile"), "yes", "must be true or false"),
 ]
 
 
@@ -57,12 +89,23 @@ def test_bad_params_are_clear_errors(path, value, message):
 
 def test_scientific_notation_string_is_read_as_float():
     raw = copy.deepcopy(RAW)
-    raw["profiles"]["smoke"]["train"]["lr"] = "1e-3"   # YAML 1.1 reads 1e-3 as a string
-    assert config.parse(raw).profiles["smoke"].train.lr == pytest.approx(1e-3)
+    raw["train"]["lr"] = "1e-3"   # YAML 1.1 reads 1e-3 as a string
+    assert config.parse(raw).active.train.lr == pytest.approx(1e-3)
+
+
+def test_a_preset_must_carry_its_own_name(tmp_path, monkeypatch):
+    raw = copy.deepcopy(RAW)
+    raw["profile"] = "other"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(config, "PRESETS", tmp_path)
+    with pytest.raises(config.ConfigError, match="must say profile: mine"):
+        config.preset("mine")
+    with pytest.raises(config.ConfigError, match="no profile 'huge'"):
+        config.preset("huge")
 
 
 def test_run_config_names_and_families():
-    p = config.parse(RAW).profiles["smoke"]
+    p = config.parse(RAW).active
     assert config.run_config(p, "main", registers=4, seed=1).name == "r4-s1"
     assert config.run_config(p, "size", seed=0, size="ti").model.embed_dim == p.size("ti").embed_dim
     sc = config.run_config(p, "scene", registers=4)

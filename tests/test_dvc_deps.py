@@ -21,7 +21,6 @@ def imported_by_training() -> set:
 def test_training_stages_depend_on_the_modules_they_import():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     want = imported_by_training()
-    for name in ("train", "train_size", "train_scene"):
-        deps = {d for d in stages[name]["do"]["deps"] if d.startswith("src/")}
-        assert deps == want, (name, deps ^ want)
+    deps = {d for d in stages["train"]["do"]["deps"] if d.startswith("src/")}
+    assert deps == want, deps ^ want
     assert "src/regstudy/report.py" not in want and "src/regstudy/verdicts.py" not in want

@@ -1,18 +1,18 @@
-"""Every architecture that the pipeline's matrices would train, under every profile of the repo's
-params.yaml, builds and runs on a CPU batch of two images: a study config that could only fail on
+"""Every architecture that the pipeline's families would train, under every profile the study ships
+(src/regstudy/profiles/), builds and runs on a CPU batch of two images: a study config that could only fail on
 the GPU machine fails here first."""
 import pytest
 import torch
 
 from regstudy import config, model as vit
-from conftest import REPO
-
-STUDY = config.load(REPO / "params.yaml")
 
 
-def pipeline_runs(study):
-    """Each distinct architecture the matrices train (register counts: the smallest and the largest)."""
-    for name, prof in study.profiles.items():
+
+def pipeline_runs():
+    """Each distinct architecture the families train (register counts: the smallest and the largest)."""
+    for name in config.presets():
+        study = config.preset(name)
+        prof = study.active
         for r in sorted({min(study.ablation_registers), max(study.ablation_registers)}):
             yield name, prof, "main", r, None
         for s in study.sizes:
@@ -20,7 +20,7 @@ def pipeline_runs(study):
         yield name, prof, "scene", max(study.scene_registers), None
 
 
-@pytest.mark.parametrize("profile,prof,family,registers,size", list(pipeline_runs(STUDY)),
+@pytest.mark.parametrize("profile,prof,family,registers,size", list(pipeline_runs()),
                          ids=lambda v: v if isinstance(v, (str, int)) else "")
 def test_every_pipeline_run_builds_and_runs(profile, prof, family, registers, size):
     cfg = config.run_config(prof, family, registers=registers, seed=0, size=size)

@@ -13,7 +13,7 @@ def test_reference_tables_are_shipped():
 
 
 def test_paper_vs_ours_gathers_claims_with_seeds(study_root):
-    prof = config.load_profile("study")
+    prof = config.preset("study").active
     out = paths.stage_dir("study", "fig03_fig07_norms")
     report.write_claims(prof, out, [verdicts.claim("Fig. 3", "share", "2%", "1.0%", [True, True, True])])
     out2 = paths.stage_dir("study", "tab03_lost")

@@ -60,8 +60,18 @@ def test_nothing_starts_after_the_deadline(fake_root, monkeypatch, capsys):
     assert not calls and "time budget used up: 2 stage(s) not run" in capsys.readouterr().err
 
 
-def test_set_profile_keeps_the_comment(tmp_path):
+def test_switching_profile_copies_the_shipped_file_and_never_overwrites_edits(tmp_path):
+    from regstudy import config
     p = tmp_path / "params.yaml"
-    p.write_text("# top\nprofile: smoke   # which profile\nseeds: [0]\n")
-    assert repro.set_profile(p, "study") and p.read_text() == "# top\nprofile: study   # which profile\nseeds: [0]\n"
-    assert not repro.set_profile(p, "study")
+    smoke = config.preset_path("smoke").read_text()
+    p.write_text(smoke)
+    assert not repro.switch_profile(p, "smoke")                       # already there: untouched
+    assert repro.switch_profile(p, "study") and p.read_text() == config.preset_path("study").read_text()
+    p.write_text(smoke.replace("epochs: 2\n", "epochs: 3\n", 1))    # an edit (e.g. by dvc exp run -S)
+    assert not repro.switch_profile(p, "smoke") and "epochs: 3" in p.read_text()   # same profile: kept
+    with pytest.raises(config.ConfigError, match="with edits"):
+        repro.switch_profile(p, "study")
+    assert "epochs: 3" in p.read_text()
+    assert repro.switch_profile(p, "study", force=True) and config.load(p).profile == "study"
+    with pytest.raises(config.ConfigError, match="no profile 'huge'"):
+        repro.switch_profile(p, "huge")

@@ -71,7 +71,7 @@ def test_pack_brings_results_and_logs_home_without_checkpoints(study_root, tmp_p
 def test_planned_flops_count_every_run(study_root, capsys):
     from regstudy.model import train_flops_per_image
     study = config.load()
-    prof = study.profiles["smoke"]
+    prof = study.active
     f = status.planned_flops(study, "smoke")
     one = train_flops_per_image(config.run_config(prof, "main", registers=0, seed=0).model)
     per_reg = [train_flops_per_image(config.run_config(prof, "main", registers=r, seed=0).model)

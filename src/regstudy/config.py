@@ -1,19 +1,18 @@
 """params.yaml, read into flat dataclasses and validated on load.
 
-Layout of params.yaml::
+params.yaml holds the settings of one profile, the one the pipeline runs (so that `dvc params diff`,
+`dvc exp run -S train.epochs=1` and `dvc exp show` see only what the pipeline uses)::
 
-    profile: smoke            # the block of `profiles` the pipeline runs
-    seeds: [...]              # the DVC matrices (dvc.yaml reads these)
-    ablation_registers: [...]
-    sizes: [...]
-    size_seeds: [...]
-    scene_registers: [...]
-    profiles:
-      smoke: {smoke, require_gpu, model, sizes_table, train, scene, analysis}
-      study: {...}
+    profile: smoke            # its name: outputs go to runs/<profile>/ and results/<profile>/
+    smoke: true               # tiny models: every output says SMOKE and gives no verdict
+    require_gpu: false
+    families: {r0: {kind, registers, size, seeds, images}, ...}   # one training stage each
+    model, sizes_table, train, scene, analysis
 
-Every block maps onto one dataclass below; an unknown or missing key, a wrong type or a value out
-of range raises :class:`ConfigError` naming the key, the file and the fix.
+The profiles the study ships (`smoke`, `study`, ...) are complete copies of that layout in
+`src/regstudy/profiles/<name>.yaml`; `python -m regstudy.repro --profile NAME` copies one into
+params.yaml. Every block maps onto one dataclass below; an unknown or missing key, a wrong type or a
+value out of range raises :class:`ConfigError` naming the key, the file and the fix.
 """
 from __future__ import annotations
 
@@ -142,7 +141,7 @@ class Profile:
 
     def size(self, name: str) -> SizeConfig:
         if name not in self.sizes_table:
-            raise ConfigError(f"model size {name!r} is not in profiles.{self.name}.sizes_table "
+            raise ConfigError(f"model size {name!r} is not in sizes_table of profile {self.name!r} "
                               f"(have {sorted(self.sizes_table)}); add it to params.yaml")
         return self.sizes_table[name]
 
@@ -153,19 +152,67 @@ class Profile:
 
 
 @dataclass(frozen=True)
-class Study:
-    """The whole of params.yaml."""
-    profile: str
+class FamilyConfig:
+    """One training stage: the seeds of one configuration, trained together as one batched model."""
+    kind: str             # main (Fashion-MNIST), size (Fig. 4c sweep) or scene (LOST scenes)
+    registers: int
+    size: str             # key of sizes_table
     seeds: tuple
-    ablation_registers: tuple
-    sizes: tuple
-    size_seeds: tuple
-    scene_registers: tuple
-    profiles: dict
+    images: str           # the params block that defines its images: model (28x28 items) or scene
+
+    @property
+    def run_names(self) -> list:
+        return [run_name(self.kind, self.registers, s, self.size) for s in self.seeds]
+
+
+@dataclass(frozen=True)
+class Study:
+    """The whole of params.yaml: one profile's settings and the families it trains."""
+    profile: str
+    families: dict        # family name (its folder under runs/<profile>/<kind>/) -> FamilyConfig
+    settings: Profile
 
     @property
     def active(self) -> Profile:
-        return self.profiles[self.profile]
+        return self.settings
+
+    def select(self, profile: str) -> Profile:
+        """The settings, after checking that params.yaml holds `profile` (what a notebook was asked for)."""
+        if profile != self.profile:
+            raise ConfigError(f"params.yaml holds profile {self.profile!r}, not {profile!r}. Switch with "
+                              f"`python -m regstudy.repro --profile {profile}` (it copies "
+                              f"src/regstudy/profiles/{profile}.yaml into params.yaml), or pass profile={self.profile!r}.")
+        return self.settings
+
+    def of_kind(self, kind: str) -> list:
+        return [f for f in self.families.values() if f.kind == kind]
+
+    @property
+    def seeds(self) -> tuple:
+        """Seeds of the main (and scene) families: every baseline/register pair is compared per seed."""
+        return self.families["r0"].seeds
+
+    @property
+    def ablation_registers(self) -> tuple:
+        return tuple(sorted(f.registers for f in self.of_kind("main")))
+
+    @property
+    def sizes(self) -> tuple:
+        return tuple(f.size for f in self.of_kind("size"))
+
+    @property
+    def size_seeds(self) -> tuple:
+        fams = self.of_kind("size")
+        return fams[0].seeds if fams else ()
+
+    @property
+    def scene_registers(self) -> tuple:
+        return tuple(sorted(f.registers for f in self.of_kind("scene")))
+
+    def family(self, name: str) -> FamilyConfig:
+        if name not in self.families:
+            raise ConfigError(f"family {name!r} is not in params.yaml's families (have {sorted(self.families)})")
+        return self.families[name]
 
 
 @dataclass(frozen=True)
@@ -263,97 +310,144 @@ def _check_keys(raw, allowed: set, where: str) -> None:
         raise ConfigError(f"missing key(s) {missing} in {where} of params.yaml")
 
 
+SETTINGS = ("smoke", "require_gpu", "model", "sizes_table", "train", "scene", "analysis")
+TOP_LEVEL = ("profile", "families") + SETTINGS
+
+
 def parse_profile(name: str, raw: Mapping) -> Profile:
-    where = f"profiles.{name}"
-    _check_keys(raw, {"smoke", "require_gpu", "model", "sizes_table", "train", "scene", "analysis"}, where)
+    """The settings blocks of params.yaml (every top-level key but `profile` and `families`)."""
     sizes = {}
     if not isinstance(raw["sizes_table"], Mapping) or not raw["sizes_table"]:
-        raise ConfigError(f"{where}.sizes_table must map size names to embed_dim/depth/num_heads")
+        raise ConfigError("sizes_table must map size names to embed_dim/depth/num_heads")
     for k, v in raw["sizes_table"].items():
-        s = build(SizeConfig, v, f"{where}.sizes_table.{k}")
-        _positive(f"{where}.sizes_table.{k}", embed_dim=s.embed_dim, depth=s.depth, num_heads=s.num_heads)
+        s = build(SizeConfig, v, f"sizes_table.{k}")
+        _positive(f"sizes_table.{k}", embed_dim=s.embed_dim, depth=s.depth, num_heads=s.num_heads)
         if s.embed_dim % s.num_heads:
-            raise ConfigError(f"{where}.sizes_table.{k}: embed_dim {s.embed_dim} is not divisible by "
+            raise ConfigError(f"sizes_table.{k}: embed_dim {s.embed_dim} is not divisible by "
                               f"num_heads {s.num_heads}")
         sizes[str(k)] = s
-    model = build(ModelDefaults, raw["model"], f"{where}.model")
+    model = build(ModelDefaults, raw["model"], "model")
     if model.size not in sizes:
-        raise ConfigError(f"{where}.model.size={model.size!r} is not in {where}.sizes_table {sorted(sizes)}")
+        raise ConfigError(f"model.size={model.size!r} is not in sizes_table {sorted(sizes)}")
     if 28 % model.patch_size:
-        raise ConfigError(f"{where}.model.patch_size={model.patch_size} must divide 28 (Fashion-MNIST side)")
+        raise ConfigError(f"model.patch_size={model.patch_size} must divide 28 (Fashion-MNIST side)")
     if model.layerscale < 0:
-        raise ConfigError(f"{where}.model.layerscale must be >= 0 (0 turns LayerScale off)")
-    train = build(TrainConfig, raw["train"], f"{where}.train")
-    _positive(f"{where}.train", epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
+        raise ConfigError("model.layerscale must be >= 0 (0 turns LayerScale off)")
+    train = build(TrainConfig, raw["train"], "train")
+    _positive("train", epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
               ckpt_every=train.ckpt_every, probe_images=train.probe_images,
               eval_batch_size=train.eval_batch_size)
     if min(train.train_images, train.warmup_steps, train.shift, train.eval_images) < 0:
-        raise ConfigError(f"{where}.train: train_images, warmup_steps, shift and eval_images must be >= 0")
+        raise ConfigError("train: train_images, warmup_steps, shift and eval_images must be >= 0")
     if not 0 <= train.label_smoothing < 1:
-        raise ConfigError(f"{where}.train.label_smoothing must be in [0, 1)")
-    scene = build(SceneConfig, raw["scene"], f"{where}.scene")
-    _positive(f"{where}.scene", canvas=scene.canvas, patch_size=scene.patch_size, epochs=scene.epochs,
+        raise ConfigError("train.label_smoothing must be in [0, 1)")
+    scene = build(SceneConfig, raw["scene"], "scene")
+    _positive("scene", canvas=scene.canvas, patch_size=scene.patch_size, epochs=scene.epochs,
               test_scenes=scene.test_scenes, scale_min=scene.scale_min)
     if scene.canvas % scene.patch_size:
-        raise ConfigError(f"{where}.scene.patch_size={scene.patch_size} must divide canvas={scene.canvas}")
+        raise ConfigError(f"scene.patch_size={scene.patch_size} must divide canvas={scene.canvas}")
     if not scene.scale_min <= scene.scale_max <= scene.canvas:
-        raise ConfigError(f"{where}.scene needs scale_min <= scale_max <= canvas")
+        raise ConfigError("scene needs scale_min <= scale_max <= canvas")
     if not 0 <= scene.texture <= 1:
-        raise ConfigError(f"{where}.scene.texture must be in [0, 1]")
-    analysis = build(AnalysisConfig, raw["analysis"], f"{where}.analysis")
-    _positive(f"{where}.analysis", eval_images=analysis.eval_images, map_images=analysis.map_images,
+        raise ConfigError("scene.texture must be in [0, 1]")
+    analysis = build(AnalysisConfig, raw["analysis"], "analysis")
+    _positive("analysis", eval_images=analysis.eval_images, map_images=analysis.map_images,
               probe_train_images=analysis.probe_train_images, probe_test_images=analysis.probe_test_images,
               probe_epochs=analysis.probe_epochs, probe_lr=analysis.probe_lr,
               probe_seeds=analysis.probe_seeds, lost_k=analysis.lost_k)
-    return Profile(name=name, smoke=_coerce(raw["smoke"], "bool", f"{where}.smoke"),
-                   require_gpu=_coerce(raw["require_gpu"], "bool", f"{where}.require_gpu"),
+    return Profile(name=name, smoke=_coerce(raw["smoke"], "bool", "smoke"),
+                   require_gpu=_coerce(raw["require_gpu"], "bool", "require_gpu"),
                    model=model, sizes_table=sizes, train=train, scene=scene, analysis=analysis)
 
 
+def parse_family(name: str, raw: Mapping, settings: Profile) -> FamilyConfig:
+    where = f"families.{name}"
+    _check_keys(raw, {"kind", "registers", "size", "seeds", "images"}, where)
+    kind = _coerce(raw["kind"], "str", f"{where}.kind")
+    if kind not in FAMILIES:
+        raise ConfigError(f"{where}.kind must be one of {FAMILIES}, not {kind!r}")
+    registers = _coerce(raw["registers"], "int", f"{where}.registers")
+    if not 0 <= registers <= MAX_REGISTERS:
+        raise ConfigError(f"{where}.registers={registers} is outside 0..{MAX_REGISTERS}")
+    size = str(raw["size"])
+    settings.size(size)
+    fam = FamilyConfig(kind=kind, registers=registers, size=size, images=str(raw["images"]),
+                       seeds=_int_list(raw["seeds"], f"{where}.seeds", 0))
+    # the family's name is its folder, runs/<profile>/<kind>/<name>/, and what dvc.yaml's stage is called
+    want = {"main": f"r{registers}", "size": f"size-{size}", "scene": f"scene-r{registers}"}[kind]
+    if name != want:
+        raise ConfigError(f"family {name!r} ({kind}, {registers} registers, size {size}) must be named {want!r}")
+    if fam.images != ("scene" if kind == "scene" else "model"):
+        raise ConfigError(f"{where}.images must be {'scene' if kind == 'scene' else 'model'} for a {kind} family "
+                          "(the params block that defines its images, so that dvc.yaml tracks it)")
+    if kind == "size" and registers:
+        raise ConfigError(f"{where}: the model-size sweep trains baselines only (registers: 0)")
+    if kind != "size" and size != settings.model.size:
+        raise ConfigError(f"{where}.size must be model.size ({settings.model.size!r}): only size families change it")
+    return fam
+
+
 def parse(raw: Mapping, source: str = "params.yaml") -> Study:
-    _check_keys(raw, {"profile", "seeds", "ablation_registers", "sizes", "size_seeds", "scene_registers", "profiles"},
-                f"the top level of {source}")
-    if not isinstance(raw["profiles"], Mapping) or not raw["profiles"]:
-        raise ConfigError(f"{source}: `profiles` must map profile names to their settings")
-    profiles = {str(k): parse_profile(str(k), v) for k, v in raw["profiles"].items()}
-    profile = _coerce(raw["profile"], "str", "profile")
-    if profile not in profiles:
-        raise ConfigError(f"profile {profile!r} is not defined in {source}; choose one of {sorted(profiles)}")
-    sizes = raw["sizes"]
-    if not isinstance(sizes, list) or not sizes:
-        raise ConfigError("sizes must be a non-empty list of size names")
-    for p in profiles.values():
-        for s in sizes:
-            p.size(str(s))
-    abl = _int_list(raw["ablation_registers"], "ablation_registers", 0, MAX_REGISTERS)
-    if 0 not in abl:
-        raise ConfigError("ablation_registers must include 0 (the baseline)")
-    scene_regs = _int_list(raw["scene_registers"], "scene_registers", 0, MAX_REGISTERS)
-    return Study(profile=profile, seeds=_int_list(raw["seeds"], "seeds", 0),
-                 ablation_registers=abl, sizes=tuple(str(s) for s in sizes),
-                 size_seeds=_int_list(raw["size_seeds"], "size_seeds", 0),
-                 scene_registers=scene_regs, profiles=profiles)
+    _check_keys(raw, set(TOP_LEVEL), f"the top level of {source}")
+    name = _coerce(raw["profile"], "str", "profile")
+    settings = parse_profile(name, {k: raw[k] for k in SETTINGS})
+    if not isinstance(raw["families"], Mapping) or not raw["families"]:
+        raise ConfigError(f"{source}: `families` must map family names (r0, r4, size-ti, scene-r0 ...) to "
+                          "kind/registers/size/seeds/images")
+    families = {str(k): parse_family(str(k), v, settings) for k, v in raw["families"].items()}
+    if "r0" not in families:
+        raise ConfigError(f"{source}: families must include r0, the baseline (kind main, 0 registers)")
+    for kinds in (("main", "scene"), ("size",)):   # baseline and register models are compared seed by seed
+        seeds = {f.seeds for f in families.values() if f.kind in kinds}
+        if len(seeds) > 1:
+            raise ConfigError(f"{source}: the {' and '.join(kinds)} families must share their seeds "
+                              f"(have {sorted(seeds)})")
+    return Study(profile=name, families=families, settings=settings)
+
+
+def _read_yaml(path: Path) -> Mapping:
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run from the study's checkout (or set REGSTUDY_ROOT)")
+    with open(path) as fh:
+        try:
+            return yaml.safe_load(fh)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
 
 
 def load(path: str | Path | None = None) -> Study:
     """Read and validate params.yaml (the study's, unless `path` is given)."""
     path = Path(path) if path else paths.params_file()
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: run from the study's checkout (or set REGSTUDY_ROOT)")
-    with open(path) as fh:
-        try:
-            raw = yaml.safe_load(fh)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    return parse(raw, str(path))
+    return parse(_read_yaml(path), str(path))
 
 
 def load_profile(profile: str | None = None, path: str | Path | None = None) -> Profile:
+    """The settings of params.yaml, checked to be those of `profile` when it is given."""
     study = load(path)
-    name = profile or study.profile
-    if name not in study.profiles:
-        raise ConfigError(f"profile {name!r} is not defined in params.yaml; choose one of {sorted(study.profiles)}")
-    return study.profiles[name]
+    return study.select(profile) if profile else study.active
+
+
+PRESETS = Path(__file__).resolve().parent / "profiles"
+
+
+def presets() -> list:
+    """Names of the profiles the study ships (src/regstudy/profiles/<name>.yaml)."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    if name not in presets():
+        raise ConfigError(f"no profile {name!r}: choose one of {presets()} (src/regstudy/profiles/)")
+    return PRESETS / f"{name}.yaml"
+
+
+def preset(name: str) -> Study:
+    """A shipped profile, validated; its `profile:` must be its file's name."""
+    path = preset_path(name)
+    study = parse(_read_yaml(path), str(path))
+    if study.profile != name:
+        raise ConfigError(f"{path} says profile: {study.profile}; it must say profile: {name}")
+    return study
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import detection_data, lost, runs
+from . import detection_data, lost, progress, runs
 from .norms import OutlierRule
 
 
@@ -27,7 +27,7 @@ def on_benchmark(model, items: list, *, size: int, k: int, feature: str, bias: f
     """CorLoc over [(image, boxes)] pairs (VOC / COCO20k); images are made grey, resized so that the
     longer side is `size`, and padded to the patch size; boxes are scaled alike."""
     preds, gts = [], []
-    for image, boxes in items:
+    for image, boxes in progress.bar(items, desc=f"LOST on {len(items):,} images", unit="images"):
         x, s = detection_data.to_model_input(image, size)
         res = lost.discover(model, x, k=k, feature=feature, bias=bias, device=device)
         preds.append(res["boxes"][0])

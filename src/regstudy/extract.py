@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from . import data, model as vit
+from . import data, model as vit, progress
 
 
-def _batches(n: int, batch: int):
-    for i in range(0, n, batch):
+def _batches(n: int, batch: int, what: str):
+    """Slices of `batch` images, with progress: on a CPU, a read-out of many images takes minutes."""
+    for i in progress.bar(range(0, n, batch), desc=f"{what} of {n:,} images", unit="batches"):
         yield slice(i, min(n, i + batch))
 
 
@@ -19,7 +20,7 @@ def token_norms(model, x_uint8: torch.Tensor, batch: int = 512, device="cpu") ->
     "embed_patch": B x N}."""
     model = model.to(device).eval()
     out = {"patch": [], "cls": [], "registers": [], "embed_patch": []}
-    for s in _batches(len(x_uint8), batch):
+    for s in _batches(len(x_uint8), batch, "token norms"):
         t = vit.tokens(model, data.normalize(x_uint8[s].to(device)), inputs=True)
         blocks = [t[i] for i in range(len(model.blocks))]
         out["patch"].append(torch.stack([g.patches.float().norm(dim=-1) for g in blocks]).cpu())
@@ -39,7 +40,7 @@ def features(model, x_uint8: torch.Tensor, block: int | str = "norm", batch: int
     model = model.to(device).eval()
     depth = len(model.blocks)
     acc = {"cls": [], "registers": [], "patches": [], "norms": []}
-    for s in _batches(len(x_uint8), batch):
+    for s in _batches(len(x_uint8), batch, f"features ({block})"):
         x = data.normalize(x_uint8[s].to(device))
         wanted = [depth - 1] if block in ("embed", "norm") else sorted({depth - 1, block % depth})
         t = vit.tokens(model, x, blocks=wanted, inputs=block == "embed", final_norm=block == "norm")

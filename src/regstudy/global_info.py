@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import extract, probes
+from . import extract, probes, progress
 from .norms import OutlierRule
 
 MIN_IMAGES = 20   # fewer train images with an outlier than this: the outlier row is "not measurable"
@@ -79,7 +79,7 @@ def global_probe(model, ds: dict, rule: OutlierRule, *, images: dict | None = No
     base = majority(ytr, yte, ds["classes"])
     kinds = list(dict.fromkeys([*token_sets(ftr, fl_tr, chosen[0], 0), *token_sets(fte, fl_te, chosen[1], 0)]))
     rows = []
-    for kind in kinds:
+    for kind in progress.bar(kinds, desc=f"global probes ({seeds} seeds each)", unit="token kinds"):
         accs = []
         for s in range(seeds):
             xtr = token_sets(ftr, fl_tr, chosen[0], 10 + s).get(kind)

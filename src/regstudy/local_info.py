@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import extract, probes
+from . import extract, probes, progress
 from .norms import OutlierRule
 from .similarity import neighbour_cosine
 
@@ -88,7 +88,7 @@ def pooled_probes(tr: dict, te: dict, grid: int, n_train: int, n_test: int, *, e
     """One position probe and one pixel probe per seed, trained on n_train tokens of each group
     pooled; scored per group on n_test held-out tokens, beside that group's trivial baseline."""
     rows = []
-    for s in range(seeds):
+    for s in progress.bar(range(seeds), desc="local probes (position and pixels)", unit="seeds"):
         itr = probes.balanced_indices({g: torch.arange(len(v["x"])) for g, v in tr.items()}, n_train, seed=1000 + s)
         ite = probes.balanced_indices({g: torch.arange(len(v["x"])) for g, v in te.items()}, n_test, seed=2000 + s)
         x = torch.cat([tr[g]["x"][itr[g]] for g in tr])

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import progress
+
 
 @dataclass
 class ProbeResult:
@@ -49,7 +51,7 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, out_dim: int, *, loss: str, epo
     batch = min(max(n // 16, 32), 4096)
     steps = epochs * math.ceil(n / batch)
     step = 0
-    for _ in range(epochs):
+    for _ in progress.bar(range(epochs), desc=f"linear probe ({loss}, {n:,} examples)", unit="epochs"):
         perm = torch.randperm(n, generator=g).to(dev)
         for i in range(0, n, batch):
             idx = perm[i:i + batch]

@@ -131,4 +131,17 @@ def paper_vs_ours(profile: Profile, provenance: str) -> str:
     md = "\n".join(head) + "\n" + markdown_table(rows, ["artefact", "quantity", "paper", "ours", "holds", "seeds", "note"]) + "\n"
     out = paths.results_dir(profile.name) / "paper_vs_ours.md"
     out.write_text(md)
+    write_findings_metrics(profile, rows)
     return md
+
+
+def write_findings_metrics(profile: Profile, rows: list) -> Path:
+    """results/<profile>/metrics/findings.json: how many findings got each verdict (a column of
+    `dvc metrics show` and `dvc exp show`: does an experiment change what holds?)."""
+    counts = {}
+    for r in rows:
+        counts[r["holds"]] = counts.get(r["holds"], 0) + 1
+    out = paths.results_dir(profile.name) / "metrics" / "findings.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"smoke": profile.smoke, "findings": len(rows), "verdicts": counts}, indent=1) + "\n")
+    return out

@@ -1,7 +1,10 @@
 """`python -m regstudy.repro` (what `make repro` runs): pick the profile, then plain `dvc repro`.
 
-* `--profile auto` (default): `study` when CUDA is available, else `smoke`. The choice is written
-  into params.yaml's `profile:` line (so dvc.lock records it) and printed.
+* `--profile auto` (default): `study` when CUDA is available, else `smoke`. params.yaml holds the
+  settings of one profile; when it holds another one, the chosen profile's file
+  (src/regstudy/profiles/<name>.yaml) is copied over it, so that dvc.lock records what ran. Edits
+  to params.yaml are never overwritten: switching away from an edited profile stops with a message
+  (`--force` discards the edits).
 * The core of the study comes first: `dvc repro` of the stages behind Figs. 3, 4a/b and 7 (the
   baseline and 4-register families), then `dvc repro` of everything else (ablation, model sizes,
   scenes, the other analyses, the report). Each family of runs (the seeds of one configuration)
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,20 +30,25 @@ import torch
 from . import config, paths, train
 
 EX_TEMPFAIL = 75   # paused by the time budget: run again to resume
-CORE = ["fig03_fig07_norms", "fig04ab_norms_layers_training"]   # baseline + 4 registers, all seeds
-PROFILE_LINE = re.compile(r"^profile:\s*\S+(.*)$", re.M)
+CORE = ["analysis@fig03_fig07_norms", "analysis@fig04ab_norms_layers_training"]   # baseline + 4 registers, all seeds
 
 
-def set_profile(params: Path, profile: str) -> bool:
-    """Rewrite the `profile:` line of params.yaml, keeping its comment. True if it changed."""
-    text = params.read_text()
-    m = PROFILE_LINE.search(text)
-    if not m:
-        raise config.ConfigError(f"{params} has no top-level `profile:` line")
-    new = PROFILE_LINE.sub(lambda mm: f"profile: {profile}{mm.group(1)}", text, count=1)
-    if new != text:
-        params.write_text(new)
-    return new != text
+def switch_profile(params: Path, profile: str, force: bool = False) -> bool:
+    """Make params.yaml hold `profile`: left as it is (edits included) when it already does, else
+    replaced by the shipped profile. True if it changed."""
+    target = config.preset_path(profile)
+    current = config.load(params)
+    if current.profile == profile:
+        return False
+    edited = current.profile not in config.presets() or current != config.preset(current.profile)
+    if edited and not force:
+        raise config.ConfigError(
+            f"params.yaml holds profile {current.profile!r} with edits (it differs from "
+            f"src/regstudy/profiles/{current.profile}.yaml); switching to {profile!r} would overwrite them. "
+            f"Keep them (commit params.yaml, or save it as src/regstudy/profiles/<name>.yaml with "
+            f"`profile: <name>`), then run again with --force, or pass --profile {current.profile}.")
+    params.write_text(target.read_text())
+    return True
 
 
 def _env() -> dict:
@@ -104,23 +111,24 @@ def run(profile: str, deadline: float | None, extra: list) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="auto", help="auto (study with a GPU, smoke without), smoke or study")
+    ap.add_argument("--profile", default="auto", help="auto (study with a GPU, smoke without) or the name of a profile in src/regstudy/profiles/")
     ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                     help="pause training (with checkpoints) before this many seconds have passed; exit 75 if paused")
+    ap.add_argument("--force", action="store_true", help="switch profile even if params.yaml has edits (lost)")
     ap.add_argument("dvc_args", nargs="*", help="passed to dvc repro instead of the default order (e.g. a stage name)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     profile = args.profile if args.profile != "auto" else ("study" if cuda else "smoke")
-    study = config.load()
-    if profile not in study.profiles:
-        print(f"error: profile {profile!r} is not in params.yaml ({sorted(study.profiles)})", file=sys.stderr)
+    try:
+        if config.preset(profile).active.require_gpu and not cuda:
+            print(f"error: profile {profile!r} needs a CUDA GPU and none is visible. Run `make repro` "
+                  "(PROFILE=auto picks smoke here), or move to a machine with a GPU.", file=sys.stderr)
+            return 2
+        if switch_profile(paths.params_file(), profile, args.force):
+            print(f"params.yaml: now profile {profile} (from src/regstudy/profiles/{profile}.yaml)")
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    if study.profiles[profile].require_gpu and not cuda:
-        print(f"error: profile {profile!r} needs a CUDA GPU and none is visible. Run `make repro` "
-              "(PROFILE=auto picks smoke here), or move to a machine with a GPU.", file=sys.stderr)
-        return 2
-    if set_profile(paths.params_file(), profile):
-        print(f"params.yaml: profile set to {profile}")
     print(f"profile: {profile} ({'GPU: ' + torch.cuda.get_device_name(0) if cuda else 'no GPU'})", flush=True)
     deadline = None
     if args.time_budget is not None:

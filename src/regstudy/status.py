@@ -22,12 +22,9 @@ from . import config, paths
 STALE_S = 600   # a log untouched for this long, without a final line, belongs to a stopped run
 
 
-def expected_runs(study, profile: str) -> list:
-    """(family, run name) of every run the pipeline trains for `profile`."""
-    out = [("main", config.run_name("main", r, s)) for r in study.ablation_registers for s in study.seeds]
-    out += [("size", config.run_name("size", 0, s, z)) for z in study.sizes for s in study.size_seeds]
-    out += [("scene", config.run_name("scene", r, s)) for r in study.scene_registers for s in study.seeds]
-    return out
+def expected_runs(study) -> list:
+    """(family kind, run name) of every run the pipeline trains for params.yaml's families."""
+    return [(f.kind, name) for f in study.families.values() for name in f.run_names]
 
 
 FULL_TRAIN = 55_000   # training images when train.train_images is 0 (60,000 minus the validation split)
@@ -37,14 +34,11 @@ def planned_flops(study, profile: str) -> dict:
     """Training FLOPs of every run the profile trains (model.train_flops_per_image x images x epochs),
     by family kind, for an estimate of the time a GPU needs at a given sustained TFLOP/s."""
     from .model import train_flops_per_image
-    prof = study.profiles[profile]
     out = {}
-    for family, name in expected_runs(study, profile):
-        reg = int(name.split("-s")[0].rsplit("r", 1)[1]) if family != "size" else 0
-        size = name.split("-")[1] if family == "size" else None
-        cfg = config.run_config(prof, family, registers=reg, seed=0, size=size)
+    for fam in study.families.values():
+        cfg = config.run_config(study.select(profile), fam.kind, registers=fam.registers, seed=0, size=fam.size)
         images = (cfg.train.train_images or FULL_TRAIN) * cfg.train.epochs
-        out[family] = out.get(family, 0.0) + train_flops_per_image(cfg.model) * images
+        out[fam.kind] = out.get(fam.kind, 0.0) + train_flops_per_image(cfg.model) * images * len(fam.seeds)
     out["total"] = sum(out.values())
     return out
 
@@ -73,7 +67,7 @@ def report(profile: str, now: float | None = None, stale_s: float = STALE_S) -> 
     now = now or time.time()
     study = config.load()
     rows = []
-    for family, name in expected_runs(study, profile):
+    for family, name in expected_runs(study):
         rows.append({"family": family, "run": name,
                      **run_state(paths.run_dir(profile, family, name) / "log.jsonl", now, stale_s)})
     done_s = {}
@@ -100,9 +94,10 @@ def main(argv=None) -> int:
     ap.add_argument("--plan", type=float, metavar="TFLOPS", default=None,
                     help="instead: the profile's training FLOPs and the time they take at this sustained TFLOP/s")
     args = ap.parse_args(argv)
-    profile = args.profile or config.load().profile
-    if args.plan:
-        f = planned_flops(config.load(), profile)
+    current = config.load()
+    profile = args.profile or current.profile
+    if args.plan:   # any shipped profile can be planned; params.yaml's as it stands (edits included)
+        f = planned_flops(current if profile == current.profile else config.preset(profile), profile)
         print(f"{profile}: training needs {f['total']:.3g} FLOPs (" + ", ".join(
             f"{k} {v:.2g}" for k, v in f.items() if k != "total") + f"): {f['total'] / (args.plan * 1e12) / 60:.0f} min "
             f"at a sustained {args.plan:g} TFLOP/s (analyses not counted)")

@@ -1,8 +1,8 @@
 """Training a family of runs (the seeds of one configuration) as one batched model, or one run
 alone: data held on the device, batched augmentation there, AdamW with warm-up then
 cosine, label smoothing, gradient clipping, bf16 autocast and optional torch.compile on CUDA,
-checkpoints with resume, a NaN guard, a time budget, and per-epoch token-norm statistics of a
-fixed probe batch.
+checkpoints with resume, a NaN guard, a time budget, per-epoch token-norm statistics of a
+fixed probe batch, and a progress bar of each epoch's steps (regstudy.progress).
 
 Time budget: when the environment holds ``REGSTUDY_DEADLINE`` (a Unix time, set by
 ``python -m regstudy.repro --time-budget SECONDS``), a run that would not finish its next epoch
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import batched, checkpoint, data, model as vit, norms, provenance, scenes
+from . import batched, checkpoint, data, model as vit, norms, progress, provenance, scenes
 from .config import RunConfig, TrainConfig
 
 SUBSET_SEED = 12345       # which training images a `train_images` subset keeps (same for all runs)
@@ -261,6 +261,16 @@ def _resume_states(cfgs: list, out_dirs: list, device, resume: bool) -> list:
     return states
 
 
+def _running_note(loss_sum, correct, steps: int, batch_size: int, seconds: float) -> str:
+    """The progress bar's postfix: running loss and accuracy of the epoch (mean over the models)
+    and images/s. Read where the loop checks the loss for NaN, which already waits for the device,
+    so that the bar adds no synchronisation of its own."""
+    M = len(loss_sum)
+    loss, hits = torch.stack([loss_sum.sum(), correct.sum().to(loss_sum.dtype)]).tolist()
+    images = M * steps * batch_size
+    return f"loss {loss / (M * steps):.3f}, acc {hits / images:.3f}, {images / max(seconds, 1e-9):,.0f} img/s"
+
+
 def fit_family(cfgs: list, out_dirs: list, *, device=None, resume: bool = True,
                stop_after_epoch: int | None = None, check_every: int | None = None,
                deadline: float | None = None) -> list:
@@ -338,6 +348,7 @@ def fit_family(cfgs: list, out_dirs: list, *, device=None, resume: bool = True,
     step_fn = train_step(params, opt, cfg0, device)
     make_batch = batch_maker(cfg0, d)
     flops = vit.train_flops_per_image(cfg0.model)
+    names = cfg0.name if M == 1 else f"{cfg0.name}..{cfgs[-1].name}"
 
     for epoch in range(start_epoch, tc.epochs):
         gens = [torch.Generator(device=device).manual_seed(c.seed * 1_000_003 + epoch) for c in cfgs]
@@ -347,7 +358,8 @@ def fit_family(cfgs: list, out_dirs: list, *, device=None, resume: bool = True,
         if is_cuda:
             torch.cuda.synchronize()
         t0, wall0 = time.perf_counter(), time.time()
-        for i in range(steps_per_epoch):
+        steps = progress.bar(range(steps_per_epoch), desc=f"train {names} epoch {epoch + 1}/{tc.epochs}", unit="steps")
+        for i in steps:
             lr = lr_at(epoch * steps_per_epoch + i, total_steps, tc.lr, tc.warmup_steps)
             for pg in opt.param_groups:
                 pg["lr"] = lr
@@ -356,7 +368,8 @@ def fit_family(cfgs: list, out_dirs: list, *, device=None, resume: bool = True,
             losses, logits = step_fn(xb, yb)
             loss_sum += losses
             correct += (logits.argmax(-1) == yb).sum(1)
-            if ((i + 1) % check_every == 0 or i + 1 == steps_per_epoch) and not torch.isfinite(loss_sum).all():
+            checking = (i + 1) % check_every == 0 or i + 1 == steps_per_epoch
+            if checking and not torch.isfinite(loss_sum).all():
                 bad = [c.name for c, ok in zip(cfgs, torch.isfinite(loss_sum).tolist()) if not ok]
                 ckpt = out_dirs[0] / "checkpoint.pt"
                 last = int(checkpoint.load(ckpt)["epoch"]) if ckpt.exists() else None
@@ -369,6 +382,8 @@ def fit_family(cfgs: list, out_dirs: list, *, device=None, resume: bool = True,
                 for log in logs:
                     log.write("error", error="non-finite loss", message=msg)
                 raise NonFiniteLoss(msg)
+            if checking:
+                steps.set_postfix(_running_note(loss_sum, correct, i + 1, tc.batch_size, time.perf_counter() - t0))
         if is_cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
