@@ -116,3 +116,15 @@ def test_run_config_names_and_families():
         config.run_config(p, "size", registers=4)
     rc = config.run_config(p, "main", registers=2, seed=3)
     assert config.run_config_from_dict(rc.to_dict()) == rc
+
+
+def test_notebook_parameters_must_name_trained_models():
+    study = config.parse(RAW)
+    study.check_trained(registers=4, seeds=[0, 2])
+    study.check_trained(registers=4, seeds=[1], kind="scene")
+    with pytest.raises(config.ConfigError, match=r"registers=3: params.yaml trains no main family .*\[0, 1, 2, 4, 8, 16\]"):
+        study.check_trained(registers=3)
+    with pytest.raises(config.ConfigError, match=r"seed 7 is not trained .*\[0, 1, 2\]"):
+        study.check_trained(seeds=[7])
+    with pytest.raises(config.ConfigError, match="no scene family with 8 registers"):
+        study.check_trained(registers=8, kind="scene")

@@ -84,6 +84,8 @@ def test_smoke_pipeline_end_to_end(smoke):
     for nb in (res / "executed").glob("*.ipynb"):
         assert "SMOKE" in nb.read_text() or nb.name == "report.ipynb", nb
     lock = (repo / "dvc.lock").read_text()
+    html = sorted(p.name for p in (res / "html").glob("*.html"))
+    assert len(html) == 9 and "report.html" in html and all((res / "html" / h).stat().st_size > 10_000 for h in html)
     assert "train@scene-r4:" in lock and "train@r16:" in lock and "analysis@tab03_lost:" in lock and "report:" in lock
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
@@ -113,6 +115,25 @@ def test_a_time_budget_pauses_training_and_the_next_call_resumes_it(smoke):
     for log in runs:                                       # the second call finished every run
         types = [json.loads(l)["type"] for l in log.read_text().splitlines()]
         assert types[0] == "config" and types[-1] == "final", (log, types)
+
+
+@pytest.mark.slow
+def test_a_notebook_run_by_hand_writes_to_its_output_dir_and_checks_its_parameters(smoke):
+    repo, env, _ = smoke
+    res = repo / "results" / "smoke"
+    before = {p: p.read_bytes() for p in res.rglob("*") if p.is_file()}
+    cmd = ["papermill", "-k", "python3", "--no-progress-bar", "notebooks/fig04c_model_size.ipynb",
+           str(repo / "scratch" / "fig04c.ipynb"), "-p", "profile", "smoke", "-p", "output_dir", "scratch/fig04c"]
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (repo / "scratch" / "fig04c" / "fig04c_model_size.png").stat().st_size > 1000
+    assert {p: p.read_bytes() for p in res.rglob("*") if p.is_file()} == before     # tracked results untouched
+    bad = ["papermill", "-k", "python3", "--no-progress-bar", "notebooks/fig03_fig07_norms.ipynb",
+           str(repo / "scratch" / "fig03.ipynb"), "-p", "profile", "smoke", "-p", "map_seed", "7",
+           "-p", "output_dir", "scratch/fig03"]
+    r = subprocess.run(bad, cwd=repo, env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "seed 7 is not trained" in r.stdout + r.stderr
+    assert {p: p.read_bytes() for p in res.rglob("*") if p.is_file()} == before
 
 
 def plant_outliers(run_dir: Path) -> None:

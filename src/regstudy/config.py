@@ -184,6 +184,18 @@ class Study:
                               f"src/regstudy/profiles/{profile}.yaml into params.yaml), or pass profile={self.profile!r}.")
         return self.settings
 
+    def check_trained(self, registers: int | None = None, seeds=(), kind: str = "main") -> None:
+        """A notebook's parameters must name models that params.yaml trains (else a clear error,
+        not a StopIteration deep in the notebook)."""
+        have = {f.registers for f in self.of_kind(kind)}
+        if registers is not None and registers not in have:
+            raise ConfigError(f"registers={registers}: params.yaml trains no {kind} family with {registers} "
+                              f"registers (have {sorted(have)}); choose one of those or add the family")
+        trained = self.seeds if kind != "size" else self.size_seeds
+        for s in seeds:
+            if s not in trained:
+                raise ConfigError(f"seed {s} is not trained (the {kind} families' seeds are {list(trained)})")
+
     def of_kind(self, kind: str) -> list:
         return [f for f in self.families.values() if f.kind == kind]
 

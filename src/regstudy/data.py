@@ -80,6 +80,15 @@ def sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def _shown(path: Path) -> str:
+    """A source file as the provenance records it: relative to the study's root when inside it
+    (the tracked JSON then reads the same on every machine), else absolute (e.g. the Debian package)."""
+    try:
+        return str(path.resolve().relative_to(paths.root()))
+    except ValueError:
+        return str(path)
+
+
 def prepare(out_dir: Path | None = None, raw_dir: Path | None = None, download: bool = True,
             **locate) -> dict:
     """Write data/prepared/fashion_mnist.npz (uint8) and its provenance JSON; return the provenance.
@@ -89,7 +98,7 @@ def prepare(out_dir: Path | None = None, raw_dir: Path | None = None, download: 
     arrays = split(load_raw(files))
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / PREPARED_NAME, **arrays)
-    meta = {"source": {k: str(v) for k, v in files.items()},
+    meta = {"source": {k: _shown(Path(v)) for k, v in files.items()},
             "split_seed": SPLIT_SEED, "val_size": VAL_SIZE,
             "sizes": {k: int(len(v)) for k, v in arrays.items() if k.startswith("y_")},
             "sha256": {k: sha256(v) for k, v in arrays.items()}}

@@ -68,9 +68,11 @@ def results_dir(profile: str) -> Path:
     return root() / "results" / profile
 
 
-def stage_dir(profile: str, stage: str) -> Path:
-    """results/<profile>/<stage>/: the figures, tables and paper comparisons of one notebook."""
-    d = results_dir(profile) / stage
+def stage_dir(profile: str, stage: str, output_dir: str | Path = "") -> Path:
+    """results/<profile>/<stage>/: the figures, tables and paper comparisons of one notebook; or
+    `output_dir` (relative to the root), where a notebook run by hand writes without touching the
+    tracked results."""
+    d = (root() / output_dir) if str(output_dir) else results_dir(profile) / stage
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -104,8 +104,9 @@ ORDER = ["fig03_fig07_norms", "fig04ab_norms_layers_training", "fig04c_model_siz
          "tab01_global_information", "fig01_fig02_fig09_attention", "fig08_tab02a_ablation", "tab03_lost"]
 
 
-def paper_vs_ours(profile: Profile, provenance: str) -> str:
-    """Gather the claims.json of every notebook of the profile into results/<profile>/paper_vs_ours.md."""
+def paper_vs_ours(profile: Profile, provenance: str, out_dir: Path | None = None) -> str:
+    """Gather the claims.json of every notebook of the profile into results/<profile>/paper_vs_ours.md
+    (and metrics/findings.json), or into `out_dir` for a run by hand."""
     d = paths.results_dir(profile.name)
     files = sorted(d.glob("*/claims.json"),
                    key=lambda p: (ORDER.index(p.parent.name) if p.parent.name in ORDER else 99, p.parent.name))
@@ -129,19 +130,20 @@ def paper_vs_ours(profile: Profile, provenance: str) -> str:
              "seeds it held. The paper's numbers come from much larger models and other data, so only directions "
              "compare; each rule is a named constant in `regstudy.verdicts`.", ""]
     md = "\n".join(head) + "\n" + markdown_table(rows, ["artefact", "quantity", "paper", "ours", "holds", "seeds", "note"]) + "\n"
-    out = paths.results_dir(profile.name) / "paper_vs_ours.md"
-    out.write_text(md)
-    write_findings_metrics(profile, rows)
+    out_dir = paths.root() / out_dir if out_dir else paths.results_dir(profile.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "paper_vs_ours.md").write_text(md)
+    write_findings_metrics(profile, rows, out_dir / "metrics")
     return md
 
 
-def write_findings_metrics(profile: Profile, rows: list) -> Path:
+def write_findings_metrics(profile: Profile, rows: list, out_dir: Path) -> Path:
     """results/<profile>/metrics/findings.json: how many findings got each verdict (a column of
     `dvc metrics show` and `dvc exp show`: does an experiment change what holds?)."""
     counts = {}
     for r in rows:
         counts[r["holds"]] = counts.get(r["holds"], 0) + 1
-    out = paths.results_dir(profile.name) / "metrics" / "findings.json"
+    out = Path(out_dir) / "findings.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"smoke": profile.smoke, "findings": len(rows), "verdicts": counts}, indent=1) + "\n")
     return out
