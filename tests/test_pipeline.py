@@ -122,6 +122,7 @@ def test_a_notebook_run_by_hand_writes_to_its_output_dir_and_checks_its_paramete
     repo, env, _ = smoke
     res = repo / "results" / "smoke"
     before = {p: p.read_bytes() for p in res.rglob("*") if p.is_file()}
+    (repo / "scratch").mkdir(exist_ok=True)
     cmd = ["papermill", "-k", "python3", "--no-progress-bar", "notebooks/fig04c_model_size.ipynb",
            str(repo / "scratch" / "fig04c.ipynb"), "-p", "profile", "smoke", "-p", "output_dir", "scratch/fig04c"]
     r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
