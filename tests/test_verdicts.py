@@ -17,27 +17,28 @@ def test_a_verdict_needs_every_seed():
 
 
 # --- 1. local probes: one pooled probe, each group beside its own trivial baseline --------------
-def groups(n, grid, outlier_informative, outlier_positions, seed=0, dim=24):
-    """Outlier and normal-background tokens. Background tokens encode their position linearly.
-    Outlier tokens encode it too (`outlier_informative`) or are noise, and sit at `outlier_positions`."""
+def groups(n, grid, outlier_informative, outlier_positions, seed=0, dim=24, bg_signal=1.0):
+    """Outlier and normal-background tokens. Background tokens encode their position linearly
+    (`bg_signal` scales the code against the noise). Outlier tokens encode it too
+    (`outlier_informative`) or are noise, and sit at `outlier_positions`."""
     g = torch.Generator().manual_seed(seed)
     N = grid * grid
     code = torch.randn(N, dim, generator=torch.Generator().manual_seed(99))   # the model's position code
 
-    def make(pos, informative):
-        x = torch.randn(len(pos), dim, generator=g) * 0.3 + (code[pos] if informative else 0)
+    def make(pos, informative, signal=1.0):
+        x = torch.randn(len(pos), dim, generator=g) * 0.3 + (signal * code[pos] if informative else 0)
         pix = torch.rand(len(pos), 4, generator=g) * 0.02
         return {"x": x, "pos": pos, "pix": pix}
     opos = torch.tensor(outlier_positions)[torch.randint(0, len(outlier_positions), (n,), generator=g)]
     return {"outlier": make(opos, outlier_informative),
-            "normal_background": make(torch.randint(0, N, (n,), generator=g), True)}
+            "normal_background": make(torch.randint(0, N, (n,), generator=g), True, bg_signal)}
 
 
-def local_verdict(outlier_informative, outlier_positions):
+def local_verdict(outlier_informative, outlier_positions, bg_signal=1.0):
     per_seed = []
     for s in range(3):
-        tr = groups(600, 5, outlier_informative, outlier_positions, seed=10 + s)
-        te = groups(300, 5, outlier_informative, outlier_positions, seed=20 + s)
+        tr = groups(600, 5, outlier_informative, outlier_positions, seed=10 + s, bg_signal=bg_signal)
+        te = groups(300, 5, outlier_informative, outlier_positions, seed=20 + s, bg_signal=bg_signal)
         rows = local_info.pooled_probes(tr, te, 5, 600, 300, epochs=20, lr=1e-2, seeds=1)
         by = {r["group"]: r for r in rows}
         per_seed.append({"cos_outlier": 0.5, "cos_background": 0.4,
@@ -54,6 +55,29 @@ def test_outliers_that_dropped_their_position_are_found_even_where_positions_clu
     outliers alone would learn the two corners and score high (the old, per-group design said 'no');
     the pooled probe beside the majority baseline shows that they gain nothing."""
     assert local_verdict(outlier_informative=False, outlier_positions=[0, 1]) == "yes"
+
+
+def test_the_per_group_design_would_call_clustered_empty_outliers_richer_than_weak_background():
+    """The trap of the old design (a probe per group, raw top-1): outliers at 2 positions with no
+    position information score ~50% by learning their majority position, above background tokens that
+    carry a weak position code (~25-30% over 25 positions): 'outliers hold more'. One pooled probe,
+    each group beside its own trivial baseline, finds that the outliers gain nothing: 'yes'."""
+    for s in range(3):
+        tr = groups(600, 5, False, [0, 1], seed=10 + s, bg_signal=0.1)
+        te = groups(300, 5, False, [0, 1], seed=20 + s, bg_signal=0.1)
+        raw = {g: float((probes.position(tr[g]["x"], tr[g]["pos"], te[g]["x"], te[g]["pos"], (5, 5), epochs=20,
+                                         lr=1e-2, seed=s).predictions == te[g]["pos"]).float().mean()) for g in tr}
+        assert raw["outlier"] > raw["normal_background"] + 0.1, raw
+    assert local_verdict(outlier_informative=False, outlier_positions=[0, 1], bg_signal=0.1) == "yes"
+
+
+def test_the_papers_own_numbers_pass_the_rules():
+    """A bar that the paper's numbers fail would decide 'no' before any model is trained."""
+    assert verdicts.less_information(0.228, 0.417)            # Fig. 5b position top-1, outlier vs normal
+    assert not verdicts.less_information(0.40, 0.417)        # equal information up to noise is not less
+    paper = {r["token"]: r for r in __import__("regstudy.report", fromlist=["reference"]).reference("token_classification_probe")}
+    assert verdicts.approaches_cls(87.3, 17.1, 79.1, 0.0)    # Table 1, Aircraft: closes 88% of the gap
+    assert verdicts.paper_closing(paper) == 12               # all but IN1k and P205
 
 
 def test_outliers_with_the_same_information_are_not_called_poorer():
@@ -176,7 +200,7 @@ def test_table1_compares_token_types_on_the_same_images(monkeypatch):
     assert res["majority_acc"] == 1.0 and by["outlier patch"] >= 0.8 and by["normal patch"] >= 0.8
     base = [{"cls": by["cls"], "normal": by["normal patch"], "outlier": by["outlier patch"],
              "majority": res["majority_acc"]}] * 3
-    paper = {k: {"IN1k": "1"} for k in ("cls", "normal", "outlier")}
+    paper = {k: {"IN1k": "1", "Airc.": "1"} for k in ("cls", "normal", "outlier")}
     assert verdicts.global_claims(base, [{"normal": 0.1, "registers": 0.5}] * 3, 4, paper)[0]["holds"] == "no"
     base = [{"cls": 0.9, "normal": 0.2, "outlier": 0.8, "majority": 0.1}] * 3
     assert verdicts.global_claims(base, [{"normal": 0.1, "registers": 0.5}] * 3, 4, paper)[0]["holds"] == "yes"
@@ -232,20 +256,27 @@ def test_dense_task_separates_class_information_from_foreground_only():
 
 # --- Fig. 9 and Figs. 1-2 ---------------------------------------------------------------------------
 def test_registers_that_never_broke_symmetry_are_not_read_as_slots():
-    same = [{"pairwise": 1.0, "across_images": 0.6, "random": 0.5, "with_cls": 1.0}] * 3
+    same = [{"pairwise": 1.0, "across_images": 0.6, "random": 0.5, "with_cls": 1.0, "max_pairwise": 1.0, "max_with_cls": 1.0}] * 3
     c = verdicts.attention_claims([{"per_token_outlier": None, "per_token_background": 0.01}] * 3, same)[1]
     assert c["holds"] == "no" and "never broke symmetry" in c["note"]
-    slots = [{"pairwise": 0.3, "across_images": 0.7, "random": 0.5, "with_cls": 0.4}] * 3
+    slots = [{"pairwise": 0.3, "across_images": 0.7, "random": 0.5, "with_cls": 0.4, "max_pairwise": 0.35, "max_with_cls": 0.45}] * 3
     assert verdicts.attention_claims([{"per_token_outlier": 0.05, "per_token_background": 0.01}] * 3,
                                      slots)[1]["holds"] == "yes"
-    unrelated = [{"pairwise": 0.6, "across_images": 0.5, "random": 0.5, "with_cls": 0.4}] * 3
+    unrelated = [{"pairwise": 0.6, "across_images": 0.5, "random": 0.5, "with_cls": 0.4, "max_pairwise": 0.35, "max_with_cls": 0.45}] * 3
     assert verdicts.attention_claims([{"per_token_outlier": 0.01, "per_token_background": 0.02}] * 3,
                                      unrelated)[1]["holds"] == "no"
 
 
+def test_one_identical_pair_of_registers_is_caught_though_the_mean_overlap_is_low():
+    some_same = [{"pairwise": 0.4, "across_images": 0.7, "random": 0.5, "with_cls": 0.4,
+                  "max_pairwise": 0.995, "max_with_cls": 0.45}] * 3
+    c = verdicts.attention_claims([{"per_token_outlier": None, "per_token_background": 0.01}] * 3, some_same)[1]
+    assert c["holds"] == "no" and "never broke symmetry" in c["note"]
+
+
 def test_attention_on_outliers_is_compared_with_normal_background_tokens():
     base = [{"per_token_outlier": 0.05, "per_token_background": 0.01}] * 3
-    regd = [{"pairwise": 0.3, "across_images": 0.7, "random": 0.5, "with_cls": 0.4}] * 3
+    regd = [{"pairwise": 0.3, "across_images": 0.7, "random": 0.5, "with_cls": 0.4, "max_pairwise": 0.35, "max_with_cls": 0.45}] * 3
     assert verdicts.attention_claims(base, regd)[0]["holds"] == "yes"
     base = [{"per_token_outlier": 0.01, "per_token_background": 0.01}] * 3
     assert verdicts.attention_claims(base, regd)[0]["holds"] == "no"

@@ -49,18 +49,22 @@ def overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def register_overlap(reg_maps: torch.Tensor, cls_maps: torch.Tensor | None = None, seed: int = 0) -> dict:
-    """Overlaps of the registers' head-mean maps (B x R x heads x h x w): mean pairwise overlap of two
-    registers on the same image (per pair and overall), and its measured baselines: one register's map
+    """Overlaps of the registers' head-mean maps (B x R x heads x h x w): pairwise overlap of two
+    registers on the same image (per pair, their mean and the closest pair), and its measured baselines: one register's map
     on two different images ("across_images"), two random maps of the same grid ("random"), and each
-    register against [CLS] ("with_cls", when `cls_maps` B x heads x h x w are given)."""
+    register against [CLS] ("with_cls": the mean over registers, "max_with_cls": the closest register; when
+    `cls_maps` B x heads x h x w are given)."""
     m = reg_maps.mean(2)                       # B x R x h x w
     R = m.shape[1]
     if R < 2:
-        return {"mean_pairwise": None, "pairs": {}, "across_images": None, "random": None, "with_cls": None}
+        return {"mean_pairwise": None, "max_pairwise": None, "pairs": {}, "across_images": None, "random": None,
+                "with_cls": None, "max_with_cls": None}
     pairs = {f"{i + 1}-{j + 1}": float(overlap(m[:, i], m[:, j]).mean()) for i, j in itertools.combinations(range(R), 2)}
     across = float(overlap(m[:-1], m[1:]).mean()) if len(m) > 1 else None
     g = torch.Generator().manual_seed(seed)
     rnd = torch.rand((2, *m.shape[-2:], 256), generator=g).permute(3, 0, 1, 2)   # 256 pairs of random maps
-    with_cls = float(overlap(m, cls_maps.mean(1)[:, None]).mean()) if cls_maps is not None else None
-    return {"mean_pairwise": sum(pairs.values()) / len(pairs), "pairs": pairs, "across_images": across,
-            "random": float(overlap(rnd[:, 0], rnd[:, 1]).mean()), "with_cls": with_cls}
+    per_reg_cls = overlap(m, cls_maps.mean(1)[:, None]).mean(0) if cls_maps is not None else None   # R
+    return {"mean_pairwise": sum(pairs.values()) / len(pairs), "max_pairwise": max(pairs.values()), "pairs": pairs,
+            "across_images": across, "random": float(overlap(rnd[:, 0], rnd[:, 1]).mean()),
+            "with_cls": float(per_reg_cls.mean()) if per_reg_cls is not None else None,
+            "max_with_cls": float(per_reg_cls.max()) if per_reg_cls is not None else None}

@@ -38,7 +38,9 @@ def rule_from(tokens_json: dict) -> OutlierRule:
 
 def neighbour_similarity(model, x_uint8, rule: OutlierRule, background: torch.Tensor, device="cpu") -> dict:
     """Cosine similarity to the 4 neighbours at the input (patch embedding) and at the output (last
-    block), for outlier, normal and normal-background patch tokens. Returns arrays by group."""
+    block), for outlier tokens on background, normal and normal-background patch tokens: outliers
+    and normal tokens compared on the same kind of content (background patches are redundant
+    whatever the model does). Returns arrays by group."""
     emb = extract.features(model, x_uint8, block="embed", device=device)
     out = extract.features(model, x_uint8, block=-1, device=device)
     grid = int(round(emb["patches"].shape[1] ** 0.5))
@@ -46,9 +48,9 @@ def neighbour_similarity(model, x_uint8, rule: OutlierRule, background: torch.Te
     res = {}
     for where, f in (("input", emb), ("output", out)):
         cos = neighbour_cosine(f["patches"].reshape(len(f["patches"]), grid, grid, -1)).flatten(1)
-        res[where] = {"outlier": cos[flags].numpy(), "normal": cos[~flags].numpy(),
+        res[where] = {"outlier": cos[flags & background].numpy(), "normal": cos[~flags].numpy(),
                       "normal_background": cos[~flags & background].numpy()}
-    res["n_outlier"] = int(flags.sum())
+    res["n_outlier"] = int((flags & background).sum())
     res["n_normal"] = int((~flags).sum())
     return res
 

@@ -43,13 +43,16 @@ MIDDLE = (0.25, 0.75)
 # (the paper: after about a third).
 EARLIEST_FRACTION = 0.1
 # Table 1: the outlier token "approaches [CLS]" when it closes at least half of the gap between a
-# normal patch token and [CLS] (the paper's ImageNet row closes 88%: 17.1 -> 79.1 of 87.3).
+# normal patch token and [CLS]. The paper's rows close 88% on Aircraft (17.1 -> 79.1 of 87.3) and
+# at least 88% on 12 of its 14 datasets; IN1k (16%) and P205 (15%) are its exceptions.
 APPROACH_MIN = 0.5
+TABLE1_PAPER_ROW = "Airc."   # the paper's row shown beside ours (the issue's and the paper's example)
 # Fig. 5b: outliers "hold less local information" when their probe's normalised gain (share of the
-# way from the group's trivial baseline to a perfect score) is less than half that of normal
-# background tokens (the paper: position top-1 22% vs 74%). Equal information, up to probe noise,
-# must not read as less.
-LESS_INFO_FACTOR = 0.5
+# way from the group's trivial baseline to a perfect score) is less than 0.75 of that of normal
+# background tokens. The paper's own position top-1 is 22.8 vs 41.7 (a ratio of 0.55), so a bar at
+# 0.5 would call its finding "no"; 0.75 keeps a margin over probe noise, so that equal
+# information does not read as less (tested on planted tokens).
+LESS_INFO_FACTOR = 0.75
 # ... and only when background tokens themselves gain at least this much: below it there is no
 # local information to lose, and the comparison is noise.
 MIN_BACKGROUND_GAIN = 0.05
@@ -225,8 +228,8 @@ def local_claims(per_seed: list, paper: dict) -> list:
               f"{pm([p['cos_background'] for p in per_seed])}",
               [bool(p["cos_outlier"] > p["cos_background"]) if has(p, "cos_outlier") and has(p, "cos_background")
                else None for p in per_seed],
-              "input = patch embedding + position embedding; background vs background, so redundancy is not built in",
-              "no outlier tokens"),
+              "input = patch embedding + position embedding; outliers on background vs normal background tokens, "
+              "so redundancy is not built in", "no outlier tokens on background"),
         claim("Fig. 5b", "position top-1, normalised gain over the majority position, outlier vs normal background",
               f"{paper['outlier']['position_top1_acc']}% vs {paper['normal']['position_top1_acc']}% top-1 (vs all normal)",
               f"{pm([p.get('pos_gain_outlier') for p in per_seed], 2)} vs "
@@ -254,13 +257,21 @@ def approaches_cls(cls: float, normal: float, outlier: float, majority: float = 
     return bool(gap > 0 and (o - n) / gap >= APPROACH_MIN)
 
 
+def paper_closing(paper: dict) -> int:
+    """How many of the paper's Table 1 datasets pass our approaches-[CLS] rule (majority class unknown: 0)."""
+    return sum(approaches_cls(float(paper["cls"][k]), float(paper["normal"][k]), float(paper["outlier"][k]), 0.0)
+               for k in paper["cls"] if k != "token")
+
+
 def global_claims(base: list, regd: list, registers: int, paper: dict) -> list:
     """`base`: per baseline seed {cls, normal, outlier (None: no outlier images), majority};
     `regd`: per register-model seed {normal, registers}; accuracies on the same images."""
     p = paper
     return [
         claim("Table 1", "outlier token approaches [CLS] while a normal token stays far below (baseline)",
-              f"[CLS] {p['cls']['IN1k']}, outlier {p['outlier']['IN1k']}, normal {p['normal']['IN1k']} (IN1k)",
+              f"[CLS] {p['cls'][TABLE1_PAPER_ROW]}, outlier {p['outlier'][TABLE1_PAPER_ROW]}, normal "
+              f"{p['normal'][TABLE1_PAPER_ROW]} ({TABLE1_PAPER_ROW}; {paper_closing(p)} of 14 datasets close >= "
+              f"{APPROACH_MIN:.0%} of the gap)",
               (f"[CLS] {pm([b['cls'] for b in base], pct=True)}, outlier "
                f"{pm([b['outlier'] for b in base if b['outlier'] is not None], pct=True)}, normal "
                f"{pm([b['normal'] for b in base], pct=True)}; majority class {pm([b['majority'] for b in base], pct=True)}"),
@@ -284,15 +295,17 @@ def global_claims(base: list, regd: list, registers: int, paper: dict) -> list:
 # Figs. 1, 2, 9: attention
 # --------------------------------------------------------------------------------------------
 def symmetric(pairwise: float | None, with_cls: float | None) -> bool:
-    """Registers whose maps equal each other's or [CLS]'s have not broken symmetry."""
+    """Registers have not broken symmetry when two of them (the closest pair), or one of them and
+    [CLS], draw the same map."""
     return bool((_finite(pairwise) and pairwise >= SAME_MAP_OVERLAP) or (_finite(with_cls) and with_cls >= SAME_MAP_OVERLAP))
 
 
 def attention_claims(base: list, regd: list) -> list:
     """`base`: per baseline seed {per_token_outlier, per_token_background} ([CLS] attention per
     token, head mean, renormalised over patches; outlier None when there are none);
-    `regd`: per register seed {pairwise, across_images, random, with_cls} map overlaps."""
-    sym = [symmetric(r["pairwise"], r["with_cls"]) for r in regd]
+    `regd`: per register seed {pairwise, across_images, random, with_cls} map overlaps (means) and
+    max_pairwise, max_with_cls (the closest pair; the register closest to [CLS])."""
+    sym = [symmetric(r["max_pairwise"], r["max_with_cls"]) for r in regd]
     return [
         claim("Figs. 1-2", "[CLS] attention per token: outlier vs normal background tokens (baseline)",
               "bright spots on the high-norm background tokens",

@@ -1,0 +1,101 @@
+"""The shared figure style: plain log ticks, 'none' for all-zero shares, maps with one colour bar,
+and a smoke banner that covers no label."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from regstudy import plotting  # noqa: E402
+
+SMOKE = SimpleNamespace(smoke=True, label="SMOKE RUN (tiny CPU models, not a result)")
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    plotting.style()
+    yield
+    plt.close("all")
+
+
+def tick_labels(ax, axis="x"):
+    ax.figure.canvas.draw()
+    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    return [t.get_text() for t, v in zip(a.get_ticklabels(), a.get_ticklocs()) if lo <= v <= hi and t.get_text()]
+
+
+@pytest.mark.parametrize("lo, hi", [(0.6, 7.0), (2.5, 3.2), (0.003, 3.0)])
+def test_log_axis_has_plain_labels(lo, hi):
+    fig, ax = plt.subplots()
+    ax.plot([lo, hi], [1, 2])
+    plotting.log_axis(ax, "x")
+    ax.set_xlim(lo, hi)
+    labels = tick_labels(ax)
+    assert 2 <= len(labels) <= 8
+    assert all("times" not in t and "^" not in t for t in labels), labels
+
+
+def test_share_axis_says_none_for_all_zero():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0, 0, 0])
+    plotting.share_axis(ax, [0.0, 0.0, None])
+    assert ax.get_ylim() == (0.0, 1.0)
+    assert any(t.get_text().startswith("none") for t in ax.texts)
+
+
+def test_min_span_widens_a_narrow_axis_only():
+    fig, ax = plt.subplots()
+    ax.set_ylim(93.25, 95.0)
+    plotting.min_span(ax, 10)
+    lo, hi = ax.get_ylim()
+    assert hi - lo == pytest.approx(10) and lo <= 93.25 and hi >= 95.0
+    ax.set_ylim(20, 60)
+    plotting.min_span(ax, 10)
+    assert ax.get_ylim() == (20, 60)
+
+
+def test_relative_attention_is_one_on_average():
+    m = plotting.relative_attention(np.random.default_rng(0).random((3, 7, 7)))
+    assert np.allclose(m.mean((-2, -1)), 1.0)
+
+
+def test_map_grid_one_colour_bar_and_marks(tmp_path):
+    n = 10
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n, 28, 28))
+    maps = [rng.random((n, 7, 7)), rng.random((n, 7, 7))]
+    marks = [maps[0] > 0.9, None]
+    fig = plt.figure(figsize=plotting.grid_figsize(n, 3), layout="constrained")
+    axes = plotting.map_grid(fig, images, maps, ["image", "a", "b"], marks=marks, cbar_label="x")
+    assert axes.shape == (6, 8)                       # 10 images wrap into two bands of 3 rows
+    assert len(fig.axes) == axes.size + 1             # one colour bar
+    assert sum(len(ax.patches) for ax in axes.ravel()) == int(marks[0].sum())
+    assert "(none flagged here)" in plotting.marks_note([None])
+    fig = plt.figure(figsize=plotting.grid_figsize(3, 4, transpose=True), layout="constrained")
+    axes = plotting.map_grid(fig, images[:3], [m[:3] for m in maps] + [maps[0][:3]], ["i", "a", "b", "c"],
+                             cbar_label="x", transpose=True)
+    assert axes.shape == (3, 4)
+
+
+def test_save_writes_png_and_pdf_with_banner_above_the_labels(tmp_path):
+    fig, axes = plt.subplots(1, 2, figsize=(6, 2.5), layout="constrained")
+    for ax in axes:
+        ax.plot([1, 2], [1, 2], label="a")
+        ax.set_xlabel("x (unit)")
+    plotting.figure_legend(fig, axes[0])
+    plotting.title(fig, SMOKE, "a title long enough to be wrapped to the width of the figure " * 3)
+    saved = plotting.save(fig, SMOKE, tmp_path, "f")
+    assert [p.name for p in saved] == ["f.png", "f.pdf"] and all(p.stat().st_size > 0 for p in saved)
+    r = fig.canvas.get_renderer()
+    banner = fig.texts[-1].get_window_extent(r)
+    others = [fig._suptitle.get_window_extent(r)] + [ax.get_tightbbox(r) for ax in axes]
+    assert all(banner.y0 >= b.y1 for b in others)
+    assert fig.get_figwidth() == 6                    # the title wrapped instead of widening the canvas
+    assert "\n" in fig._suptitle.get_text()
