@@ -58,12 +58,12 @@ def label(profile: Profile, what: str = "") -> str:
 
 
 def title(fig, profile: Profile, what: str) -> None:
-    """The figure's title (with the profile's label), wrapped to the figure's width so that it never
-    widens the saved canvas."""
+    """The figure's title (with the profile's label; smoke figures get the banner of `save` instead),
+    wrapped to the figure's width so that it never widens the saved canvas."""
     size = plt.rcParams["figure.titlesize"]
     size = size if isinstance(size, (int, float)) else 10
     chars = max(40, int(fig.get_figwidth() * 72 / (0.55 * size)))
-    fig.suptitle(textwrap.fill(label(profile, what), chars))
+    fig.suptitle(textwrap.fill(what if profile.smoke else label(profile, what), chars))
 
 
 def save(fig, profile: Profile, out: Path, name: str) -> list:
