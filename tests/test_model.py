@@ -106,3 +106,48 @@ def test_train_flops_count_matches_a_hand_count():
     T, d = 50, 384
     fwd = 2 * 49 * 16 * d + 12 * (2 * T * 12 * d * d + 4 * T * T * d) + 2 * d * 10
     assert vit.train_flops_per_image(cfg) == pytest.approx(3 * fwd)
+
+
+def layout_of(**kw):
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    m = VisionTransformer(img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8, depth=1, num_heads=2,
+                          dynamic_img_size=True, **kw)
+    return vit.token_layout(m.train()), m
+
+
+def test_token_layout_of_the_study_models():
+    """[CLS], then the registers, then the patches; only the patches get a position embedding; the
+    head reads [CLS] alone (the registers are dropped at the output)."""
+    for registers in (4, 0):
+        m, _ = tiny(registers)
+        lay = vit.token_layout(m)
+        assert lay["sequence"] == ("[CLS] + 4 registers + 4 patches = 9 tokens" if registers else
+                                   "[CLS] + 4 patches = 5 tokens")
+        assert (lay["cls"], lay["registers"], lay["patches"]) == (1, registers, 4)
+        assert lay["num_prefix_tokens"] == 1 + registers
+        assert lay["reg_token_shape"] == ((1, registers, 8) if registers else None)
+        assert lay["pos_embed_shape"] == (1, 4, 8) and lay["no_embed_class"] and not lay["prefix_position_embedding"]
+        assert lay["head_reads"] == ["[CLS]"]
+        rows = {g["group"].split(" ")[0]: g for g in lay["groups"]}
+        assert rows["[CLS]"]["positions"] == "0" and rows["[CLS]"]["position embedding"] == "no"
+        assert rows["registers"]["positions"] == ("1-4" if registers else "—")
+        assert rows["registers"]["tokens"] == registers
+        assert rows["registers"]["position embedding"] == rows["registers"]["read by the head"] == "no"
+        assert rows["patches"]["positions"] == f"{1 + registers}-{4 + registers}"
+        assert rows["patches"]["position embedding"] == "yes" and rows["patches"]["read by the head"] == "no"
+
+
+def test_token_layout_is_measured_not_assumed():
+    # registers only (no [CLS]): the head averages the patches, still not the registers
+    lay, m = layout_of(class_token=False, reg_tokens=2, global_pool="avg", no_embed_class=True)
+    assert lay["sequence"] == "2 registers + 4 patches = 6 tokens" and lay["num_prefix_tokens"] == 2
+    assert lay["head_reads"] == ["patches"] and m.training   # the model's mode is given back
+    # timm's original layout: the position embedding covers the prefix tokens too
+    lay, _ = layout_of(class_token=True, reg_tokens=2, global_pool="token", no_embed_class=False)
+    assert lay["prefix_position_embedding"] and lay["pos_embed_shape"] == (1, 4 + 3, 8)
+    assert [g["position embedding"] for g in lay["groups"]] == ["yes", "yes", "yes"]
+    # neither [CLS] nor registers
+    lay, _ = layout_of(class_token=False, reg_tokens=0, global_pool="avg")
+    assert lay["sequence"] == "4 patches = 4 tokens" and lay["num_prefix_tokens"] == 0
+    assert not lay["prefix_position_embedding"] and lay["head_reads"] == ["patches"]

@@ -162,3 +162,29 @@ def test_baseline_threshold_is_carried_over_relative_to_the_background_median():
     reg[:400] *= 10
     assert (reg > norms.baseline_threshold_for(rb.to_dict(), norms.fit_outlier_rule(reg).to_dict())).mean() > 0.019
     assert norms.baseline_threshold_for({"threshold": None}, rr.to_dict()) is None
+
+
+# --- how the two rules agree (Fig. 3, the rule) -------------------------------------------------
+def test_rule_agreement_on_a_planted_mode_both_rules_flag_it():
+    v, truth = planted("lognormal", 0.02, seed=0)
+    rule = norms.fit_outlier_rule(v)
+    a = norms.rule_agreement(v, rule.to_dict())   # tokens.json's dict works as well as the rule
+    assert a == norms.rule_agreement(v, rule)
+    assert a["tokens"] == len(v) == a["mixture_only"] + a["relative_only"] + a["both"] + a["neither"]
+    assert a["both"] == a["outliers"] == int(np.asarray(rule.flag(v)).sum())
+    assert abs(a["both"] - truth.sum()) <= 0.05 * truth.sum()
+    assert a["mixture_only"] + a["relative_only"] <= 0.001 * len(v)
+
+
+def test_rule_agreement_on_a_skewed_tail_only_one_rule_flags_and_nothing_is_an_outlier():
+    # a right-skewed bulk: its tail crosses 3x the median (relative rule), the mixture finds no mode
+    v = skewed_bulk("gamma", 20_000, np.random.default_rng(0))
+    a = norms.rule_agreement(v, norms.fit_outlier_rule(v))
+    assert a["relative_only"] > 0.01 * len(v)
+    assert a["mixture_only"] == a["both"] == a["outliers"] == 0
+    # a rare separated mode at 2x the median: the mixture rule alone flags it, the relative rule does not
+    rng = np.random.default_rng(5)
+    v = np.concatenate([np.exp(rng.normal(np.log(8), 0.1, 19_000)), np.exp(rng.normal(np.log(16), 0.05, 1_000))])
+    a = norms.rule_agreement(v, norms.fit_outlier_rule(v))
+    assert a["mixture_only"] > 500
+    assert a["relative_only"] == a["both"] == a["outliers"] == 0

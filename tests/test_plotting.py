@@ -99,3 +99,39 @@ def test_save_writes_png_and_pdf_with_banner_above_the_labels(tmp_path):
     assert all(banner.y0 >= b.y1 for b in others)
     assert fig.get_figwidth() == 6                    # the title wrapped instead of widening the canvas
     assert "\n" in fig._suptitle.get_text()
+
+
+def test_mixture_histogram_draws_the_fit_scaled_to_the_counts_and_every_level():
+    from regstudy import norms
+    rng = np.random.default_rng(0)
+    v = np.concatenate([np.exp(rng.normal(np.log(8), 0.25, 19_600)), np.exp(rng.normal(np.log(80), 0.15, 400))])
+    rule = norms.fit_outlier_rule(v)
+    fig, ax = plt.subplots()
+    plotting.mixture_histogram(ax, v, rule.to_dict(), bins=60)
+    labels = ax.get_legend_handles_labels()[1]
+    assert sum(lab.startswith("component") for lab in labels) == rule.components == 2
+    assert any(lab.startswith("outlier threshold") for lab in labels) and "outlier tokens" in labels
+    mixture = next(line for line in ax.lines if line.get_label().startswith("mixture of"))
+    bulk = max(ax.patches[0].get_data().values)         # the tallest bin ...
+    assert 0.8 < mixture.get_ydata().max() / bulk < 1.25   # ... and the fit's peak, in the same unit (tokens per bin)
+    assert ax.get_xscale() == "log" and "(count)" in ax.get_ylabel()
+    # a rule without an outlier mode: its levels are legend entries that say so, no threshold line
+    u = np.exp(rng.normal(np.log(8), 0.3, 20_000))
+    fig, ax = plt.subplots()
+    plotting.mixture_histogram(ax, u, norms.fit_outlier_rule(u), log_y=True)
+    labels = ax.get_legend_handles_labels()[1]
+    assert any(lab.startswith("mixture rule: no threshold") for lab in labels)
+    assert "no outlier threshold: the rules do not agree" in labels and "outlier tokens" not in labels
+    assert ax.get_yscale() == "log"
+
+
+def test_lost_degree_map_has_a_colour_bar_and_the_boxes_on_both_panels():
+    fig, axes = plt.subplots(1, 2, layout="constrained")
+    deg = np.arange(16)
+    plotting.lost_degree_map(axes, np.zeros((16, 16)), deg, (4, 4), 4, 0, [0, 0, 8, 8], [4, 4, 12, 12],
+                             marks=deg == 15, name="baseline")
+    assert len(fig.axes) == 3                                             # the two panels and a colour bar
+    assert [len(ax.patches) for ax in axes] == [4, 4]                     # true box, LOST box, seed, one outlier
+    labels = axes[1].get_legend_handles_labels()[1]
+    assert labels == ["outlier token", "true box", "LOST box", "LOST seed (lowest degree)"]
+    assert axes[1].get_images()[0].get_clim() == (0, 16)

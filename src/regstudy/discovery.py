@@ -9,7 +9,8 @@ from .norms import OutlierRule
 
 def on_scenes(model, ev: runs.EvalSet, rule: OutlierRule, last_norms: torch.Tensor, *, k: int, feature: str,
               bias: float, device="cpu") -> dict:
-    """CorLoc on scenes, plus where the LOST seed lands: on an outlier token, inside the object's box."""
+    """CorLoc on scenes, plus where the LOST seed lands: on an outlier token, inside the object's box.
+    "degree" (B x N): each patch's degree in LOST's similarity graph, for drawing (lost.lost)."""
     out = lost.discover(model, ev.x, k=k, feature=feature, bias=bias, device=device)
     gts = [b[None] for b in ev.boxes]
     hits = lost.corloc_hits(out["boxes"], gts)
@@ -20,7 +21,7 @@ def on_scenes(model, ev: runs.EvalSet, rule: OutlierRule, last_norms: torch.Tens
     return {"corloc": float(hits.float().mean()), "hits": hits, "boxes": out["boxes"], "seed": seed,
             "grid": out["grid"], "seed_on_outlier": float(flags[idx, seed].float().mean()),
             "seed_on_object": float(on_object[idx, seed].float().mean()), "n": len(seed),
-            "outlier_frac": float(flags.float().mean())}
+            "outlier_frac": float(flags.float().mean()), "degree": out["result"].degree}
 
 
 def on_benchmark(model, items: list, *, size: int, k: int, feature: str, bias: float, device="cpu") -> dict:

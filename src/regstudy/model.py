@@ -39,6 +39,57 @@ def num_registers(model: VisionTransformer) -> int:
     return model.num_reg_tokens
 
 
+@torch.no_grad()
+def token_layout(model: VisionTransformer) -> dict:
+    """How the prefix tokens ([CLS], registers) enter and leave `model`, read from the timm model
+    itself: the sequence layout, which tokens get a position embedding (`model.pos_embed` holds one
+    row per patch when `no_embed_class`; measured too: a zero patch input through `_pos_embed` leaves
+    the prefix tokens equal to their learned vectors) and which tokens the head reads (measured:
+    changing the other tokens of a random output leaves the logits unchanged). `groups`: one row per
+    token group, for a table."""
+    C = 1 if model.cls_token is not None else 0
+    R, P = model.num_reg_tokens, model.num_prefix_tokens
+    h, w = model.patch_embed.grid_size
+    N, D = h * w, model.embed_dim
+    p0 = next(model.parameters())
+    g = torch.Generator(device="cpu").manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g).to(p0)
+    was_training = model.training
+    model.eval()   # no dropout in the measurements
+    try:
+        zeros = torch.zeros(1, h, w, D) if model.dynamic_img_size else torch.zeros(1, N, D)
+        x = model._pos_embed(zeros.to(p0))
+        learned = [t for t in (model.cls_token, model.reg_token) if t is not None]
+        prefix_pos = P > 0 and not torch.equal(x[:, :P], torch.cat(learned, 1))
+        patch_pos = model.pos_embed is not None and bool(x[:, P:].abs().sum() > 0)
+        out = rand(2, P + N, D)
+        logits = model.forward_head(out)
+
+        def reads(lo, hi):   # do the logits change when tokens lo..hi-1 change?
+            other = out.clone()
+            other[:, lo:hi] += rand(2, hi - lo, D)
+            return hi > lo and not torch.allclose(model.forward_head(other), logits)
+
+        read = {"[CLS]": reads(0, C), "registers": reads(C, P), "patches": reads(P, P + N)}
+    finally:
+        model.train(was_training)
+    span = lambda lo, hi: "—" if hi <= lo else (str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}")
+    yes = lambda b: "yes" if b else "no"
+    groups = [{"group": "[CLS]", "positions": span(0, C), "tokens": C, "position embedding": yes(prefix_pos and C),
+               "read by the head": yes(read["[CLS]"])},
+              {"group": "registers", "positions": span(C, P), "tokens": R, "position embedding": yes(prefix_pos and R),
+               "read by the head": yes(read["registers"])},
+              {"group": f"patches ({h}x{w}, row-major)", "positions": span(P, P + N), "tokens": N,
+               "position embedding": yes(patch_pos), "read by the head": yes(read["patches"])}]
+    parts = (["[CLS]"] if C else []) + ([f"{R} register{'s' if R > 1 else ''}"] if R else []) + [f"{N} patches"]
+    return {"sequence": " + ".join(parts) + f" = {P + N} tokens", "cls": C, "registers": R, "patches": N,
+            "grid": (h, w), "num_prefix_tokens": P, "no_embed_class": bool(model.no_embed_class),
+            "reg_token_shape": tuple(model.reg_token.shape) if model.reg_token is not None else None,
+            "pos_embed_shape": tuple(model.pos_embed.shape) if model.pos_embed is not None else None,
+            "prefix_position_embedding": bool(prefix_pos), "global_pool": model.global_pool,
+            "head_reads": [k for k, v in read.items() if v], "groups": groups}
+
+
 @dataclass
 class TokenGroups:
     """Tokens of one block, by group. cls: B x D; registers: B x R x D; patches: B x N x D."""

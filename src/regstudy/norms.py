@@ -218,6 +218,39 @@ def outlier_summary(norms: torch.Tensor, background: torch.Tensor, rule: Outlier
     }
 
 
+def as_rule(rule) -> OutlierRule:
+    """An OutlierRule from itself or from its dict (tokens.json's "rule")."""
+    return rule if isinstance(rule, OutlierRule) else OutlierRule(**rule)
+
+
+def mixture_why(rule) -> str:
+    """Why the mixture rule found no outlier mode, in words (for legends): one component won, or the
+    top one is common or overlapping (module docstring, step 2)."""
+    r = as_rule(rule)
+    if r.bimodal:
+        return "it found a rare, separated mode"
+    if r.components == 1:
+        return "one component won"
+    why = []
+    if r.weights[-1] >= MAX_OUTLIER_WEIGHT:
+        why.append(f"{r.weights[-1]:.0%} of tokens, not rare (needs < {MAX_OUTLIER_WEIGHT:.0%})")
+    if r.ashman_d <= ASHMAN_D_MIN:
+        why.append(f"Ashman's D {r.ashman_d:.2f}, not separated (needs > {ASHMAN_D_MIN:g})")
+    return "top mode: " + "; ".join(why) if why else "the top two components do not cross"
+
+
+def rule_agreement(norms, rule) -> dict:
+    """How the two rules agree on `norms` (any shape), in tokens: above the mixture rule's threshold
+    only, above the relative rule's level only, above both, above neither, and the outliers (above
+    the final threshold; none unless the rules agree on a mode, module docstring). `rule`: an
+    OutlierRule or tokens.json's "rule"; a rule without a threshold flags no token."""
+    rule, v = as_rule(rule), _as_array(norms)
+    mix, rel = np.asarray(rule.mixture_flag(v)), np.asarray(rule.relative_flag(v))
+    return {"tokens": int(v.size), "mixture_only": int((mix & ~rel).sum()), "relative_only": int((rel & ~mix).sum()),
+            "both": int((mix & rel).sum()), "neither": int((~mix & ~rel).sum()),
+            "outliers": int(np.asarray(rule.flag(v)).sum())}
+
+
 def hist_frac_above(hist, threshold: float) -> float:
     """Share of a LOG10_BINS histogram's tokens in bins whose lower edge is >= `threshold`
     (resolution: one bin, a factor of 10**0.05 = 1.12 in norm)."""

@@ -21,6 +21,8 @@ REG = "#DD8452"       # with registers
 OUT = "#C44E52"       # outlier tokens (and their threshold)
 NORMAL = "#55A868"    # normal tokens
 MARK = "#00E5FF"      # cyan boxes around outlier tokens on maps (visible on the dark end of the map colours)
+TRUE_BOX, LOST_BOX, SEED = "lime", "red", "yellow"   # LOST figures: the true box, LOST's box, its seed patch
+DEGREE_CMAP = "mako"      # LOST degree maps
 ATTN_CMAP = "inferno"     # attention maps
 NORM_CMAP = "viridis"     # norm maps
 DENSITY_CMAP = "magma"    # heat maps of distributions
@@ -214,6 +216,50 @@ def map_grid(fig, images, rows, row_labels, *, cbar_label: str, cmap: str = ATTN
     return axes
 
 
+def lost_degree_map(axes, image, degree, grid, patch: int, seed: int, pred_box, true_box, *, marks=None,
+                    name: str = "") -> None:
+    """LOST on one scene, on a pair of axes: the scene (grey, 0..255) and its degree map (`degree`:
+    N patches row-major over `grid`, the number of patches each one's feature correlates positively
+    with, lost.lost), both with the true box (TRUE_BOX), LOST's box (LOST_BOX; pixel boxes x0, y0, x1,
+    y1, exclusive ends) and the seed patch (SEED: the patch of lowest degree); `marks` (N bool, or
+    None): outlier tokens, boxed in MARK. The map has its colour bar; `name` labels the row."""
+    import matplotlib.patheffects as pe
+
+    h, w = grid
+    deg = np.asarray(degree, dtype=float).reshape(h, w)
+    edge = [pe.withStroke(linewidth=2.4, foreground="black")]   # visible on the image and on the map
+
+    def box(ax, b, color, lw, label):
+        x0, y0, x1, y1 = np.asarray(b, dtype=float).tolist()
+        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=lw, label=label,
+                                   path_effects=edge))
+
+    def patch_box(ax, j, color, lw, label):
+        y, x = divmod(int(j), w)
+        box(ax, (x * patch, y * patch, (x + 1) * patch, (y + 1) * patch), color, lw, label)
+
+    image = np.asarray(image)
+    ext = (-0.5, w * patch - 0.5, h * patch - 0.5, -0.5)   # the map in pixel coordinates, as the image
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest",
+                   extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+    im = axes[1].imshow(deg, cmap=DEGREE_CMAP, vmin=0, vmax=h * w, interpolation="nearest", extent=ext)
+    for k, ax in enumerate(axes):
+        lab = k == 1   # one legend entry per kind, from the map
+        if marks is not None:
+            for n, j in enumerate(np.nonzero(np.asarray(marks).ravel())[0]):
+                patch_box(ax, j, MARK, 0.9, "outlier token" if lab and n == 0 else None)
+        box(ax, true_box, TRUE_BOX, 1.4, "true box" if lab else None)
+        box(ax, pred_box, LOST_BOX, 1.4, "LOST box" if lab else None)
+        patch_box(ax, seed, SEED, 1.6, "LOST seed (lowest degree)" if lab else None)
+        ax.set_xticks([]); ax.set_yticks([]); ax.grid(False)
+        ax.set_xlim(ext[:2]); ax.set_ylim(ext[2:])   # padding (if any) shown on both
+    axes[0].set_title("scene")
+    axes[1].set_title(f"degree map ({h}x{w} patches)")
+    if name:
+        axes[0].set_ylabel(name, fontsize=8)
+    axes[1].figure.colorbar(im, ax=axes[1], label=f"degree: patches with positive\nsimilarity (of {h * w})")
+
+
 # --- distributions ------------------------------------------------------------------------------
 
 def block_norms_frame(patch_norms: dict, cap: int = 50_000, seed: int = 0) -> pd.DataFrame:
@@ -308,6 +354,65 @@ def threshold_lines(ax, tokens: dict, legend: bool = True) -> None:
     elif rel:
         ax.axvline(rel, color="0.4", ls=":", lw=1,
                    label="3x background median (no outlier mode)" if legend else None)
+
+
+RULE_LINES = {   # the outlier rule's levels, as in every norm histogram
+    "mixture": {"color": "0.2", "ls": "-.", "lw": 1},
+    "relative": {"color": "0.4", "ls": ":", "lw": 1.2},
+    "threshold": {"color": OUT, "ls": "--", "lw": 1.2},
+}
+
+
+def mixture_histogram(ax, norms, rule, bins: int = 80, log_y: bool = False, label: str = "patch tokens") -> None:
+    """Fig. 3, the rule: the histogram of `norms` (bins equal in log norm, on a log x axis) with the
+    Gaussian mixture that norms.fit_mixture_rule fitted to ln(norm) drawn over it (each component and
+    their sum, in tokens per bin), the mixture rule's threshold, the relative rule's level, the final
+    threshold and the tokens above it (OUT). A rule without a level says so in the legend. `rule`: an
+    OutlierRule or tokens.json's "rule"; `log_y`: counts on a log axis (shows a rare mode); `label`: the
+    histogram's legend entry."""
+    from .norms import RELATIVE_K, _normal_pdf, as_rule, mixture_why
+    r = as_rule(rule)
+    v = np.asarray(norms, dtype=float).ravel()
+    x = np.log(v[np.isfinite(v) & (v > 0)])
+    lo, hi = float(x.min()), float(x.max())
+    for t in (r.mixture_threshold, r.relative_threshold, r.threshold):   # keep every level in view
+        if t:
+            lo, hi = min(lo, np.log(t) - 0.1), max(hi, np.log(t) + 0.1)
+    edges = np.linspace(lo, hi, bins + 1)
+    counts = np.histogram(x, edges)[0]
+    ax.stairs(counts, np.exp(edges), fill=True, color=BASE, alpha=0.45, label=label)
+    if r.threshold is not None:
+        ax.stairs(np.histogram(x[x > np.log(r.threshold)], edges)[0], np.exp(edges), fill=True, color=OUT,
+                  alpha=0.8, label="outlier tokens")
+    grid = np.linspace(lo, hi, 600)
+    scale = len(x) * (edges[1] - edges[0])   # expected tokens per bin = n x density x bin width (in ln norm)
+    comps = [w * _normal_pdf(grid, m, s) * scale for m, s, w in zip(r.means, r.sds, r.weights)]
+    for j, (c, m, w) in enumerate(zip(comps, r.means, r.weights)):
+        ax.plot(np.exp(grid), c, color="0.35", ls="--", lw=0.9,
+                label=f"component {j + 1}: {w:.0%} of tokens, centre {np.exp(m):.3g}" if len(comps) > 1 else None)
+        if len(comps) > 1:   # its number above its peak
+            ax.annotate(str(j + 1), (np.exp(m), c.max()), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7, color="0.25")
+    ax.plot(np.exp(grid), np.sum(comps, 0), color="0.1", lw=1.3, label=f"mixture of {len(comps)} (BIC's choice)")
+    levels = (
+        ("mixture", r.mixture_threshold, "mixture rule's threshold", "mixture rule: no threshold ("
+         + mixture_why(r).replace("; ", ";\n") + ")"),
+        ("relative", r.relative_threshold, f"relative rule: {RELATIVE_K:g}x background median", "relative rule: none"),
+        ("threshold", r.threshold, "outlier threshold (both rules agree)",
+         "no outlier threshold: the rules do not agree"),
+    )
+    for key, t, name, absent in levels:   # a level the rule does not have is a faint legend entry only
+        if t:
+            ax.axvline(t, **RULE_LINES[key], label=f"{name} ({t:.3g})")
+        else:
+            ax.plot([], [], **RULE_LINES[key], alpha=0.35, label=absent)
+    ax.set_ylim(0.5 if log_y else 0, (2.0 if log_y else 1.1) * max(counts.max(), 1))
+    ax.set_xlim(np.exp(lo), np.exp(hi))
+    log_axis(ax, "x")
+    if log_y:
+        log_axis(ax, "y")
+    ax.set(xlabel="patch-token L2 norm (log scale; bins equal in log norm)",
+           ylabel="tokens per bin\n(count, log scale)" if log_y else "tokens per bin (count)")
 
 
 # --- register ablation (Fig. 8) -----------------------------------------------------------------
