@@ -72,7 +72,7 @@ def test_planned_flops_count_every_run(study_root, capsys):
     from regstudy.model import train_flops_per_image
     study = config.load()
     prof = study.active
-    f = status.planned_flops(study, "smoke")
+    f = status.planned_flops(study)
     one = train_flops_per_image(config.run_config(prof, "main", registers=0, seed=0).model)
     per_reg = [train_flops_per_image(config.run_config(prof, "main", registers=r, seed=0).model)
                for r in study.ablation_registers]

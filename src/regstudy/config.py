@@ -386,7 +386,7 @@ def parse_family(name: str, raw: Mapping, settings: Profile) -> FamilyConfig:
     fam = FamilyConfig(kind=kind, registers=registers, size=size, images=str(raw["images"]),
                        seeds=_int_list(raw["seeds"], f"{where}.seeds", 0))
     # the family's name is its folder, runs/<profile>/<kind>/<name>/, and what dvc.yaml's stage is called
-    want = {"main": f"r{registers}", "size": f"size-{size}", "scene": f"scene-r{registers}"}[kind]
+    want = paths.run_group(run_name(kind, registers, 0, size))
     if name != want:
         raise ConfigError(f"family {name!r} ({kind}, {registers} registers, size {size}) must be named {want!r}")
     if fam.images != ("scene" if kind == "scene" else "model"):

@@ -344,23 +344,24 @@ def tracked_through_depth(ax, tracked, depth: int, k: float) -> None:
     ax.legend(loc="upper left")
 
 
-def threshold_lines(ax, tokens: dict, legend: bool = True) -> None:
-    """The baseline's outlier threshold (dashed, OUT) when it has an outlier mode; otherwise the
-    relative rule's level (3x background median, dotted grey), marked as not a threshold."""
-    rel = (tokens.get("rule") or {}).get("relative_threshold")
-    if tokens.get("threshold"):
-        ax.axvline(tokens["threshold"], color=OUT, ls="--", lw=1,
-                   label=f"baseline threshold ({tokens['threshold']:.3g})" if legend else None)
-    elif rel:
-        ax.axvline(rel, color="0.4", ls=":", lw=1,
-                   label="3x background median (no outlier mode)" if legend else None)
-
-
 RULE_LINES = {   # the outlier rule's levels, as in every norm histogram
     "mixture": {"color": "0.2", "ls": "-.", "lw": 1},
     "relative": {"color": "0.4", "ls": ":", "lw": 1.2},
     "threshold": {"color": OUT, "ls": "--", "lw": 1.2},
 }
+
+
+def threshold_lines(ax, tokens: dict, legend: bool = True) -> None:
+    """The baseline's outlier threshold when it has an outlier mode; otherwise the relative rule's
+    level (RELATIVE_K x background median), marked as not a threshold. Styles: RULE_LINES."""
+    from .norms import RELATIVE_K
+    rel = (tokens.get("rule") or {}).get("relative_threshold")
+    if tokens.get("threshold"):
+        ax.axvline(tokens["threshold"], **RULE_LINES["threshold"],
+                   label=f"baseline threshold ({tokens['threshold']:.3g})" if legend else None)
+    elif rel:
+        ax.axvline(rel, **RULE_LINES["relative"],
+                   label=f"{RELATIVE_K:g}x background median (no outlier mode)" if legend else None)
 
 
 def mixture_histogram(ax, norms, rule, bins: int = 80, log_y: bool = False, label: str = "patch tokens") -> None:

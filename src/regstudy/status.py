@@ -30,13 +30,13 @@ def expected_runs(study) -> list:
 FULL_TRAIN = 55_000   # training images when train.train_images is 0 (60,000 minus the validation split)
 
 
-def planned_flops(study, profile: str) -> dict:
+def planned_flops(study) -> dict:
     """Training FLOPs of every run the profile trains (model.train_flops_per_image x images x epochs),
     by family kind, for an estimate of the time a GPU needs at a given sustained TFLOP/s."""
     from .model import train_flops_per_image
     out = {}
     for fam in study.families.values():
-        cfg = config.run_config(study.select(profile), fam.kind, registers=fam.registers, seed=0, size=fam.size)
+        cfg = config.run_config(study.active, fam.kind, registers=fam.registers, seed=0, size=fam.size)
         images = (cfg.train.train_images or FULL_TRAIN) * cfg.train.epochs
         out[fam.kind] = out.get(fam.kind, 0.0) + train_flops_per_image(cfg.model) * images * len(fam.seeds)
     out["total"] = sum(out.values())
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     current = config.load()
     profile = args.profile or current.profile
     if args.plan:   # any shipped profile can be planned; params.yaml's as it stands (edits included)
-        f = planned_flops(current if profile == current.profile else config.preset(profile), profile)
+        f = planned_flops(current if profile == current.profile else config.preset(profile))
         print(f"{profile}: training needs {f['total']:.3g} FLOPs (" + ", ".join(
             f"{k} {v:.2g}" for k, v in f.items() if k != "total") + f"): {f['total'] / (args.plan * 1e12) / 60:.0f} min "
             f"at a sustained {args.plan:g} TFLOP/s (analyses not counted)")
