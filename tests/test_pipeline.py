@@ -16,7 +16,8 @@ FIGURES = ["fig01_fig02_fig09_attention/fig01_fig02_cls_attention", "fig01_fig02
            "fig03_fig07_norms/fig07_norm_histograms", "fig04ab_norms_layers_training/fig04a_norms_per_block",
            "fig04ab_norms_layers_training/fig04b_norms_over_training", "fig04c_model_size/fig04c_model_size",
            "fig05_local_information/fig05a_neighbour_cosine",
-           "fig08_tab02a_ablation/fig08_register_ablation", "tab03_lost/tab03_lost_examples"]
+           "fig08_tab02a_ablation/fig08_register_ablation", "tab03_lost/tab03_lost_examples",
+           "emergence/emergence_curves", "emergence/emergence_phase_diagram"]
 TABLES = ["tab01_global_information/tab01_global_information", "fig08_tab02a_ablation/tab02a_linear_eval",
           "tab03_lost/tab03_lost", "fig05_local_information/fig05b_local_information", "fig03_fig07_norms/norms_summary"]
 
@@ -83,10 +84,14 @@ def test_smoke_pipeline_end_to_end(smoke):
     assert "| seeds |" in pvo and "| yes |" not in pvo and "| no |" not in pvo   # smoke: no verdicts
     for nb in (res / "executed").glob("*.ipynb"):
         assert "SMOKE" in nb.read_text() or nb.name == "report.ipynb", nb
+    em = (res / "emergence" / "emergence.csv").read_text().splitlines()
+    assert em[0].startswith("variant,registers,seed") and len(em) == 1 + 2 * 2 * 2 * 2   # variants x registers x epochs x blocks
+    assert json.loads((res / "emergence" / "onsets.json").read_text())["smoke"] is True
     lock = (repo / "dvc.lock").read_text()
     html = sorted(p.name for p in (res / "html").glob("*.html"))
-    assert len(html) == 9 and "report.html" in html and all((res / "html" / h).stat().st_size > 10_000 for h in html)
+    assert len(html) == 10 and "report.html" in html and "emergence.html" in html and all((res / "html" / h).stat().st_size > 10_000 for h in html)
     assert "train@scene-r4:" in lock and "train@r16:" in lock and "analysis@tab03_lost:" in lock and "report:" in lock
+    assert "emergence:" in lock
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
     # an edit to an analysis-only module leaves every training stage up to date

@@ -8,6 +8,7 @@ params.yaml holds the settings of one profile, the one the pipeline runs (so tha
     require_gpu: false
     families: {r0: {kind, registers, size, seeds, images}, ...}   # one training stage each
     model, sizes_table, train, scene, analysis
+    emergence: {registers, seeds, base, grid}   # the emergence map (regstudy.emergence)
 
 The profiles the study ships (`smoke`, `study`, ...) are complete copies of that layout in
 `src/regstudy/profiles/<name>.yaml`; `python -m regstudy.repro --profile NAME` copies one into
@@ -171,6 +172,7 @@ class Study:
     profile: str
     families: dict        # family name (its folder under runs/<profile>/<kind>/) -> FamilyConfig
     settings: Profile
+    emergence: Any = None  # the emergence grid (regstudy.emergence.EmergenceConfig)
 
     @property
     def active(self) -> Profile:
@@ -323,7 +325,7 @@ def _check_keys(raw, allowed: set, where: str) -> None:
 
 
 SETTINGS = ("smoke", "require_gpu", "model", "sizes_table", "train", "scene", "analysis")
-TOP_LEVEL = ("profile", "families") + SETTINGS
+TOP_LEVEL = ("profile", "families", "emergence") + SETTINGS
 
 
 def parse_profile(name: str, raw: Mapping) -> Profile:
@@ -414,7 +416,8 @@ def parse(raw: Mapping, source: str = "params.yaml") -> Study:
         if len(seeds) > 1:
             raise ConfigError(f"{source}: the {' and '.join(kinds)} families must share their seeds "
                               f"(have {sorted(seeds)})")
-    return Study(profile=name, families=families, settings=settings)
+    from . import emergence
+    return Study(profile=name, families=families, settings=settings, emergence=emergence.parse(raw["emergence"]))
 
 
 def _read_yaml(path: Path) -> Mapping:

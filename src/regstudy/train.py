@@ -134,6 +134,23 @@ def evaluate(model, x_uint8, y, batch_size: int) -> dict:
     return {"acc": correct / len(y), "loss": loss / len(y)}
 
 
+def _own_rule(pn: torch.Tensor, background: torch.Tensor) -> dict:
+    """One block of one epoch judged by its own outlier rule (Fig. 4b, the emergence map): no
+    threshold carried over from another epoch or block. Where the flagged tokens sit (share on
+    background) and whether they stand above every foreground token (the lowest flagged norm against
+    the highest foreground norm)."""
+    rule = norms.fit_outlier_rule(pn, background)
+    flags = rule.flag(pn)
+    n = int(flags.sum())
+    fg = pn[~background]
+    return {"found": rule.found, "threshold": rule.threshold, "reference_median": rule.reference_median,
+            "outlier_frac": n / pn.numel(), "relative_frac": float(rule.relative_flag(pn).float().mean()),
+            "mode_ratio": rule.mode_ratio,
+            "bg_share": int((flags & background).sum()) / n if n else None,
+            "flagged_min": float(pn[flags].min()) if n else None,
+            "fg_max": float(fg.max()) if fg.numel() else None}
+
+
 @torch.no_grad()
 def norm_probe(model, x_uint8, background) -> dict:
     """Norms of the tokens of a fixed batch at the output of every block (float32, eval mode)."""
@@ -154,13 +171,7 @@ def norm_probe(model, x_uint8, background) -> dict:
         if (~background).any():
             rec["fg_median"] = float(pn[~background].median())
             rec["fg_max"] = float(pn[~background].max())
-        if i == len(model.blocks) - 1:
-            # this epoch judged by its own rule (Fig. 4b): no threshold carried over from another epoch
-            rule = norms.fit_outlier_rule(pn.cpu(), background.cpu())
-            rec["own_rule"] = {"found": rule.found, "threshold": rule.threshold,
-                               "outlier_frac": float(rule.flag(pn.cpu()).float().mean()),
-                               "relative_frac": float(rule.relative_flag(pn.cpu()).float().mean()),
-                               "mode_ratio": rule.mode_ratio}
+        rec["own_rule"] = _own_rule(pn.cpu(), background.cpu())
         blocks.append(rec)
     return {"blocks": blocks, "hist_bins_log10": [float(norms.LOG10_BINS[0]), float(norms.LOG10_BINS[-1]),
                                                   len(norms.LOG10_BINS) - 1]}
