@@ -12,11 +12,12 @@ from . import data, model as vit
 
 @torch.no_grad()
 def maps(model, x_uint8: torch.Tensor, block: int = -1, batch: int = 256, device="cpu") -> dict:
-    """{"cls": B x heads x h x w, "registers": B x R x heads x h x w} attention probabilities."""
+    """{"cls": B x heads x h x w (None without a class token), "registers": B x R x heads x h x w}
+    attention probabilities."""
     model = model.to(device).eval()
-    parts = [vit.prefix_attention_maps(model, data.normalize(x_uint8[i:i + batch].to(device)), block)
+    parts = [vit.prefix_attention_maps(model, data.normalize_for(model, x_uint8[i:i + batch].to(device)), block)
              for i in range(0, len(x_uint8), batch)]
-    return {k: torch.cat([p[k].cpu() for p in parts]) for k in ("cls", "registers")}
+    return {k: None if parts[0][k] is None else torch.cat([p[k].cpu() for p in parts]) for k in ("cls", "registers")}
 
 
 def normalise(m: torch.Tensor) -> torch.Tensor:

@@ -138,6 +138,27 @@ def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
     return (x_uint8.float() / 255.0 - MEAN) / STD
 
 
+def data_config(model) -> dict:
+    """The model's own input config, as timm resolves it (`timm.data.resolve_data_config`): its mean,
+    std, input size. The study's models carry Fashion-MNIST's (`model.build` attaches it); a timm
+    checkpoint carries its own (ImageNet's, CLIP's ...)."""
+    from timm.data import resolve_data_config
+    if getattr(model, "pretrained_cfg", None) is None:
+        raise ValueError("the model has no data config (pretrained_cfg): build it with regstudy.model.build "
+                         "or timm.create_model, so that its input normalisation is known")
+    return resolve_data_config({}, model=model)
+
+
+def normalize_for(model, x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 B x C x H x W -> float32 normalised with the model's own mean/std (per channel)."""
+    cfg = data_config(model)
+    mean = torch.tensor(cfg["mean"], dtype=torch.float32, device=x_uint8.device).reshape(1, -1, 1, 1)
+    std = torch.tensor(cfg["std"], dtype=torch.float32, device=x_uint8.device).reshape(1, -1, 1, 1)
+    if x_uint8.shape[1] != mean.shape[1]:
+        raise ValueError(f"{x_uint8.shape[1]}-channel images for a model normalised over {mean.shape[1]} channels")
+    return (x_uint8.float() / 255.0 - mean) / std
+
+
 def augment(x: torch.Tensor, shift: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random shift (zero-pad by `shift`, random crop back) and horizontal flip, for a whole batch
     at once on its device, by one gather: no per-image Python loop. `x` is B x C x H x W."""

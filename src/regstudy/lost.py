@@ -119,7 +119,7 @@ def discover(model, images_uint8: torch.Tensor, *, k: int, feature: str = "key",
     H, W = images_uint8.shape[-2:]
     parts = []
     for i in range(0, len(images_uint8), batch):
-        x = vit.pad_to_patch(data.normalize(images_uint8[i:i + batch].to(device)), patch, value=PAD_VALUE)
+        x = vit.pad_to_patch(data.normalize_for(model, images_uint8[i:i + batch].to(device)), patch, value=PAD_VALUE)
         groups, grid = vit.block_features(model, x, -1, feature)
         parts.append((lost(groups.patches, grid, k, bias), grid))
     grid = parts[0][1]

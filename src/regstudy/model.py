@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from . import data
 from .config import MAX_REGISTERS, ModelConfig
+
+TEST_TIME_ATTR = "test_time_registers"   # set by regstudy.test_time_registers: tokens appended after the patches
 
 
 def build(cfg: ModelConfig) -> VisionTransformer:
@@ -22,13 +25,19 @@ def build(cfg: ModelConfig) -> VisionTransformer:
     prefix tokens, as in DINOv2/DeiT-III) and LayerScale (`cfg.layerscale`, 0 = off)."""
     if not 0 <= cfg.registers <= MAX_REGISTERS:
         raise ValueError(f"registers={cfg.registers} is outside 0..{MAX_REGISTERS}")
-    return VisionTransformer(
+    m = VisionTransformer(
         img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
         num_classes=cfg.num_classes, embed_dim=cfg.embed_dim, depth=cfg.depth,
         num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True,
         init_values=cfg.layerscale or None, class_token=True, reg_tokens=cfg.registers,
         no_embed_class=True, global_pool="token", dynamic_img_size=True,
     )
+    # the input config timm's resolve_data_config reads (data.normalize_for): Fashion-MNIST's statistics,
+    # not the ImageNet defaults timm would assume for a model without one
+    m.pretrained_cfg = {"mean": (data.MEAN,) * cfg.in_chans, "std": (data.STD,) * cfg.in_chans,
+                        "input_size": (cfg.in_chans, cfg.img_size, cfg.img_size), "interpolation": "bilinear",
+                        "crop_pct": 1.0, "crop_mode": "center", "num_classes": cfg.num_classes}
+    return m
 
 
 def num_prefix(model: VisionTransformer) -> int:
@@ -37,6 +46,25 @@ def num_prefix(model: VisionTransformer) -> int:
 
 def num_registers(model: VisionTransformer) -> int:
     return model.num_reg_tokens
+
+
+def has_cls(model: VisionTransformer) -> bool:
+    return getattr(model, "cls_token", None) is not None
+
+
+def positions(model: VisionTransformer, n_patches: int) -> dict:
+    """Where each token group sits in the sequence, read from the model: {"cls": [0] or [],
+    "registers": trained registers after [CLS], then any test-time registers appended after the
+    patches, "patches": range}. timm orders the prefix [CLS] first, then the registers
+    (`num_prefix_tokens` = has_class_token + num_reg_tokens); models without [CLS] (SigLIP,
+    `class_token=False`) or with registers only (`..._reg4_gap_...`) follow the same rule."""
+    C, P = int(has_cls(model)), num_prefix(model)
+    if P != C + num_registers(model):
+        raise ValueError(f"num_prefix_tokens={P} is not [CLS] ({C}) + num_reg_tokens ({num_registers(model)}): "
+                         "a token layout this study does not know")
+    E = getattr(model, TEST_TIME_ATTR, 0)
+    return {"cls": list(range(C)), "registers": list(range(C, P)) + list(range(P + n_patches, P + n_patches + E)),
+            "patches": list(range(P, P + n_patches)), "total": P + n_patches + E}
 
 
 @torch.no_grad()
@@ -92,7 +120,8 @@ def token_layout(model: VisionTransformer) -> dict:
 
 @dataclass
 class TokenGroups:
-    """Tokens of one block, by group. cls: B x D; registers: B x R x D; patches: B x N x D."""
+    """Tokens of one block, by group. cls: B x D (None without a class token); registers: B x R x D
+    (trained, then test-time ones); patches: B x N x D."""
     cls: torch.Tensor
     registers: torch.Tensor
     patches: torch.Tensor
@@ -106,11 +135,15 @@ class TokenGroups:
 
 
 def split_tokens(model: VisionTransformer, x: torch.Tensor, grid: tuple) -> TokenGroups:
-    """Split a B x (1 + R + N) x D token tensor into its named groups."""
-    R = num_registers(model)
-    if x.shape[1] != 1 + R + grid[0] * grid[1]:
-        raise ValueError(f"expected 1 + {R} + {grid[0]}*{grid[1]} tokens, got {x.shape[1]}")
-    return TokenGroups(cls=x[:, 0], registers=x[:, 1:1 + R], patches=x[:, 1 + R:], grid=tuple(grid))
+    """Split a B x T x D token tensor into its named groups (`positions`); `cls` is None for a model
+    without a class token."""
+    pos = positions(model, grid[0] * grid[1])
+    if x.shape[1] != pos["total"]:
+        raise ValueError(f"expected {len(pos['cls'])} [CLS] + {len(pos['registers'])} registers + "
+                         f"{grid[0]}*{grid[1]} patches = {pos['total']} tokens, got {x.shape[1]}")
+    P, N = num_prefix(model), grid[0] * grid[1]
+    regs = torch.cat([x[:, len(pos["cls"]):P], x[:, P + N:]], dim=1)
+    return TokenGroups(cls=x[:, 0] if pos["cls"] else None, registers=regs, patches=x[:, P:P + N], grid=tuple(grid))
 
 
 def _embed(model: VisionTransformer, images: torch.Tensor):
@@ -185,15 +218,16 @@ def attention(model: VisionTransformer, images: torch.Tensor, block: int = -1) -
 def prefix_attention_maps(model: VisionTransformer, images: torch.Tensor, block: int = -1) -> dict:
     """Attention of [CLS] and of each register to the patches, as maps.
 
-    Returns {"cls": B x heads x h x w, "registers": B x R x heads x h x w}. Rows are the attention
-    probabilities over *all* tokens restricted to the patch columns (they sum to <= 1; the rest
-    went to prefix tokens)."""
+    Returns {"cls": B x heads x h x w (None without a class token), "registers": B x R x heads x h x w}
+    (token positions from `positions`). Rows are the attention probabilities over *all* tokens
+    restricted to the patch columns (they sum to <= 1; the rest went to the other tokens)."""
     probs, (h, w) = attention(model, images, block)
-    P = num_prefix(model)
+    pos = positions(model, h * w)
     B, H = probs.shape[:2]
-    to_patches = probs[:, :, :P, P:]                        # B x heads x P x N
-    cls_map = to_patches[:, :, 0].reshape(B, H, h, w)
-    reg_map = to_patches[:, :, 1:].permute(0, 2, 1, 3).reshape(B, P - 1, H, h, w)
+    cols = probs[:, :, :, pos["patches"][0]:pos["patches"][-1] + 1]      # B x heads x T x N
+    cls_map = cols[:, :, pos["cls"][0]].reshape(B, H, h, w) if pos["cls"] else None
+    R = len(pos["registers"])
+    reg_map = cols[:, :, pos["registers"]].permute(0, 2, 1, 3).reshape(B, R, H, h, w)
     return {"cls": cls_map, "registers": reg_map}
 
 
