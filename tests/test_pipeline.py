@@ -256,3 +256,29 @@ def test_an_experiment_changes_one_parameter_and_shows_its_metrics(smoke):
     assert "one-epoch" in text and "size-ti.json" in text
     table = dvc(repo, env, "exp", "show", "--no-pager", "--only-changed", "--md")
     assert "one-epoch" in table and "train.epochs" in table
+
+
+@pytest.mark.slow
+def test_the_pretrained_profile_runs_offline_on_random_twins(tmp_path):
+    """`make repro PROFILE=pretrained` with `weights: random`: every public architecture of the profile,
+    random weights, no download; a stage of its own, nothing trained, and a report that says so."""
+    import yaml
+    from regstudy import config
+    repo = checkout_copy(tmp_path / "study")
+    raw = yaml.safe_load(config.preset_path("pretrained").read_text())
+    raw["pretrained"].update(weights="random", images=2, image_size=56)
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = dict(os.environ, REGSTUDY_ROOT=str(repo), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    r = subprocess.run([sys.executable, "-m", "regstudy.repro", "--profile", "pretrained"], cwd=repo, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = repo / "results" / "pretrained"
+    for f in ("pretrained_norm_maps", "pretrained_cls_attention", "pretrained_norm_histograms"):
+        assert (res / "pretrained_models" / f"{f}.png").stat().st_size > 1000
+    table = (res / "pretrained_models" / "pretrained_models.csv").read_text()
+    assert table.count("\n") == 1 + len(raw["pretrained"]["models"])
+    pvo = (res / "paper_vs_ours.md").read_text()
+    assert "n/a (random weights)" in pvo and "this profile trains no models" in pvo
+    lock = (repo / "dvc.lock").read_text()
+    assert "pretrained:" in lock and "train@" not in lock
+    assert not (repo / "runs" / "pretrained").exists()

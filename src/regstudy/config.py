@@ -9,6 +9,7 @@ params.yaml holds the settings of one profile, the one the pipeline runs (so tha
     families: {r0: {kind, registers, size, seeds, images}, ...}   # one training stage each
     model, sizes_table, train, scene, analysis
     emergence: {registers, seeds, base, grid}   # the emergence map (regstudy.emergence)
+    pretrained: {models, weights, images, image_size, only}   # public timm ViTs (regstudy.pretrained)
 
 The profiles the study ships (`smoke`, `study`, ...) are complete copies of that layout in
 `src/regstudy/profiles/<name>.yaml`; `python -m regstudy.repro --profile NAME` copies one into
@@ -121,6 +122,9 @@ class AnalysisConfig:
     voc_root: str = ""        # folder holding VOCdevkit/VOC2007 and VOC2012 ("" = not available)
     coco_root: str = ""       # folder holding annotations/instances_train2014.json and train2014/
     coco20k_list: str = ""    # file listing the 19,817 COCO20k images
+    ttr_top_k: int = 10       # test-time registers: neurons kept (top-k over the model)
+    ttr_max_layer: int = 0    # ... among blocks 1..ttr_max_layer (0 = every block)
+    ttr_images: int = 128     # validation images the outliers and neuron scores are taken from
     real_image_size: int = 112  # longer side of VOC/COCO images fed to the scene models
     real_max_images: int = 0  # cap on VOC/COCO images (0 = all)
 
@@ -173,6 +177,7 @@ class Study:
     families: dict        # family name (its folder under runs/<profile>/<kind>/) -> FamilyConfig
     settings: Profile
     emergence: Any = None  # the emergence grid (regstudy.emergence.EmergenceConfig)
+    pretrained: Any = None  # the public timm models read out (regstudy.pretrained.PretrainedConfig)
 
     @property
     def active(self) -> Profile:
@@ -189,6 +194,9 @@ class Study:
     def check_trained(self, registers: int | None = None, seeds=(), kind: str = "main") -> None:
         """A notebook's parameters must name models that params.yaml trains (else a clear error,
         not a StopIteration deep in the notebook)."""
+        if not self.families:
+            raise ConfigError(f"profile {self.profile!r} trains no models (pretrained.only: true): it runs the "
+                              "pretrained stage alone (`make repro PROFILE=pretrained`)")
         have = {f.registers for f in self.of_kind(kind)}
         if registers is not None and registers not in have:
             raise ConfigError(f"registers={registers}: params.yaml trains no {kind} family with {registers} "
@@ -325,7 +333,7 @@ def _check_keys(raw, allowed: set, where: str) -> None:
 
 
 SETTINGS = ("smoke", "require_gpu", "model", "sizes_table", "train", "scene", "analysis")
-TOP_LEVEL = ("profile", "families", "emergence") + SETTINGS
+TOP_LEVEL = ("profile", "families", "emergence", "pretrained") + SETTINGS
 
 
 def parse_profile(name: str, raw: Mapping) -> Profile:
@@ -368,7 +376,10 @@ def parse_profile(name: str, raw: Mapping) -> Profile:
     _positive("analysis", eval_images=analysis.eval_images, map_images=analysis.map_images,
               probe_train_images=analysis.probe_train_images, probe_test_images=analysis.probe_test_images,
               probe_epochs=analysis.probe_epochs, probe_lr=analysis.probe_lr,
-              probe_seeds=analysis.probe_seeds, lost_k=analysis.lost_k)
+              probe_seeds=analysis.probe_seeds, lost_k=analysis.lost_k,
+              ttr_top_k=analysis.ttr_top_k, ttr_images=analysis.ttr_images)
+    if analysis.ttr_max_layer < 0:
+        raise ConfigError("analysis.ttr_max_layer must be >= 0 (0 = every block)")
     return Profile(name=name, smoke=_coerce(raw["smoke"], "bool", "smoke"),
                    require_gpu=_coerce(raw["require_gpu"], "bool", "require_gpu"),
                    model=model, sizes_table=sizes, train=train, scene=scene, analysis=analysis)
@@ -405,9 +416,14 @@ def parse(raw: Mapping, source: str = "params.yaml") -> Study:
     _check_keys(raw, set(TOP_LEVEL), f"the top level of {source}")
     name = _coerce(raw["profile"], "str", "profile")
     settings = parse_profile(name, {k: raw[k] for k in SETTINGS})
+    from . import emergence, pretrained
+    pre = pretrained.parse(raw["pretrained"])
+    if pre.only and not raw["families"]:
+        return Study(profile=name, families={}, settings=settings, emergence=emergence.parse(raw["emergence"]),
+                     pretrained=pre)
     if not isinstance(raw["families"], Mapping) or not raw["families"]:
         raise ConfigError(f"{source}: `families` must map family names (r0, r4, size-ti, scene-r0 ...) to "
-                          "kind/registers/size/seeds/images")
+                          "kind/registers/size/seeds/images (only a profile with pretrained.only: true trains none)")
     families = {str(k): parse_family(str(k), v, settings) for k, v in raw["families"].items()}
     if "r0" not in families:
         raise ConfigError(f"{source}: families must include r0, the baseline (kind main, 0 registers)")
@@ -416,8 +432,8 @@ def parse(raw: Mapping, source: str = "params.yaml") -> Study:
         if len(seeds) > 1:
             raise ConfigError(f"{source}: the {' and '.join(kinds)} families must share their seeds "
                               f"(have {sorted(seeds)})")
-    from . import emergence
-    return Study(profile=name, families=families, settings=settings, emergence=emergence.parse(raw["emergence"]))
+    return Study(profile=name, families=families, settings=settings, emergence=emergence.parse(raw["emergence"]),
+                 pretrained=pre)
 
 
 def _read_yaml(path: Path) -> Mapping:

@@ -18,6 +18,7 @@ from .config import Profile
 
 BASE = "#4C72B0"      # baseline (no registers)
 REG = "#DD8452"       # with registers
+TTR = "#8172B3"       # a baseline with a test-time register (regstudy.test_time_registers)
 OUT = "#C44E52"       # outlier tokens (and their threshold)
 NORMAL = "#55A868"    # normal tokens
 MARK = "#00E5FF"      # cyan boxes around outlier tokens on maps (visible on the dark end of the map colours)

@@ -12,7 +12,7 @@ import math
 import time
 from pathlib import Path
 
-from . import paths, verdicts
+from . import config, paths, verdicts
 from .config import Profile
 
 def reference(name: str) -> list:
@@ -101,7 +101,10 @@ def write_claims(profile: Profile, out: Path, claims: list) -> Path:
 
 
 ORDER = ["fig03_fig07_norms", "fig04ab_norms_layers_training", "fig04c_model_size", "fig05_local_information",
-         "tab01_global_information", "fig01_fig02_fig09_attention", "fig08_tab02a_ablation", "tab03_lost"]
+         "tab01_global_information", "fig01_fig02_fig09_attention", "fig08_tab02a_ablation", "tab03_lost",
+         "ttr_test_time_registers", "pretrained_models"]
+NOT_RUN = {"pretrained_models": "the profile lists no public models: `make repro PROFILE=pretrained` runs them",
+           "default": "the pipeline stopped before this analysis (time budget?)"}
 
 
 def paper_vs_ours(profile: Profile, provenance: str, out_dir: Path | None = None) -> str:
@@ -117,8 +120,10 @@ def paper_vs_ours(profile: Profile, provenance: str, out_dir: Path | None = None
             raise ValueError(f"{f} belongs to profile {c['profile']!r}, not {profile.name!r}")
         rows += c["claims"]
     have = {f.parent.name for f in files}
+    trains = bool(config.load().families)
     rows += [{"artefact": name, "quantity": "(every finding of this notebook)", "paper": "", "ours": "not run",
-              "holds": "not run", "seeds": "", "note": "the pipeline stopped before this analysis (time budget?)"}
+              "holds": "not run", "seeds": "",
+              "note": NOT_RUN.get(name, NOT_RUN["default"]) if trains else "this profile trains no models"}
              for name in ORDER if name not in have]
     head = [f"# Paper vs ours: {profile.label}", ""]
     if profile.smoke:

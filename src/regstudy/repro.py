@@ -9,6 +9,8 @@
   baseline and 4-register families), then `dvc repro` of everything else (ablation, model sizes,
   scenes, the other analyses, the report). Each family of runs (the seeds of one configuration)
   trains as one batched model in one DVC stage; DVC does the rest (order, locking, caching).
+* A profile with `pretrained.only: true` (`pretrained`) trains nothing: it runs the `pretrained`
+  stage alone (public timm checkpoints read out on sample photos).
 * `--time-budget SECONDS`: for machines rented by the minute. Training pauses at the first epoch
   boundary that would pass the deadline, with checkpoints (`train.TimeBudgetReached`); no `dvc
   repro` starts after it; the command exits with status 75 (EX_TEMPFAIL) naming the paused runs and
@@ -86,9 +88,17 @@ def not_run() -> list:
         return []
 
 
+ONLY = ["pretrained"]   # what a profile with pretrained.only: true runs (it trains nothing)
+
+
 def run(profile: str, deadline: float | None, extra: list) -> int:
     start = time.time()
-    steps = [["repro", *extra]] if extra else [["repro", *CORE], ["repro"]]
+    if extra:
+        steps = [["repro", *extra]]
+    elif config.load().pretrained.only:
+        steps = [["repro", *ONLY]]
+    else:
+        steps = [["repro", *CORE], ["repro"]]
     for args in steps:
         if deadline is not None and time.time() >= deadline:
             left = not_run()
