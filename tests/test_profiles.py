@@ -13,6 +13,8 @@ def pipeline_runs():
     for name in config.presets():
         study = config.preset(name)
         prof = study.active
+        if not study.families:        # the pretrained profile trains nothing
+            continue
         for r in sorted({min(study.ablation_registers), max(study.ablation_registers)}):
             yield name, prof, "main", r, None
         for s in study.sizes:
@@ -35,3 +37,20 @@ def test_every_pipeline_run_builds_and_runs(profile, prof, family, registers, si
     grid = cfg.model.img_size // cfg.model.patch_size
     assert g.cls.shape == (2, cfg.model.embed_dim) and g.registers.shape[1] == registers
     assert g.patches.shape[1] == grid * grid == cfg.model.num_patches
+
+
+def emergence_runs():
+    for name in config.presets():
+        study = config.preset(name)
+        for variant in study.emergence.grid:
+            yield name, study, variant
+
+
+@pytest.mark.parametrize("profile,study,variant", list(emergence_runs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_emergence_variant_builds_and_runs(profile, study, variant):
+    from regstudy import emergence
+    for r in study.emergence.registers:
+        cfg = emergence.run_configs(study.active, study.emergence, variant, r)[0]
+        m = vit.build(cfg.model)
+        with torch.no_grad():
+            assert m(torch.randn(2, 1, 28, 28)).shape == (2, 10)

@@ -28,6 +28,8 @@ def test_core_first_then_everything(fake_root, monkeypatch):
     assert calls == [("repro", *repro.CORE), ("repro",)]
     calls.clear()
     assert repro.run("smoke", None, ["report"]) == 0 and calls == [("repro", "report")]
+    calls.clear()
+    assert repro.run("pretrained", None, [], only=True) == 0 and calls == [("repro", "pretrained")]
 
 
 def test_paused_training_exits_75_and_says_run_again(fake_root, monkeypatch, capsys):

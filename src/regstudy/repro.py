@@ -91,11 +91,12 @@ def not_run() -> list:
 ONLY = ["pretrained"]   # what a profile with pretrained.only: true runs (it trains nothing)
 
 
-def run(profile: str, deadline: float | None, extra: list) -> int:
+def run(profile: str, deadline: float | None, extra: list, only: bool = False) -> int:
+    """`only`: the profile trains nothing (pretrained.only) and runs ONLY."""
     start = time.time()
     if extra:
         steps = [["repro", *extra]]
-    elif config.load().pretrained.only:
+    elif only:
         steps = [["repro", *ONLY]]
     else:
         steps = [["repro", *CORE], ["repro"]]
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
             return 2
         deadline = time.time() + args.time_budget
         os.environ[train.DEADLINE_ENV] = f"{deadline:.0f}"
-    return run(profile, deadline, args.dvc_args)
+    return run(profile, deadline, args.dvc_args, only=config.load().pretrained.only)
 
 
 if __name__ == "__main__":
