@@ -13,7 +13,9 @@ def imported_by_training() -> set:
     nb = json.loads((REPO / "notebooks" / "train.ipynb").read_text())
     imports = [l for c in nb["cells"] if c["cell_type"] == "code" for l in "".join(c["source"]).splitlines()
                if l.startswith("from regstudy import")]
-    code = "\n".join(imports) + "\nimport sys; print(' '.join(m for m in sys.modules if m.startswith('regstudy')))"
+    # the notebook's first step, config.load(), imports what validates params.yaml's blocks too
+    code = ("\n".join(imports) + f"\nconfig.load({str(REPO / 'params.yaml')!r})"
+            + "\nimport sys; print(' '.join(m for m in sys.modules if m.startswith('regstudy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     return {"src/regstudy/__init__.py" if m == "regstudy" else f"src/regstudy/{m.split('.', 1)[1]}.py" for m in out}
 

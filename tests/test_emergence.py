@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -111,6 +113,35 @@ def test_a_finished_variant_is_not_trained_again_and_an_edited_one_is(study_root
     rows = emergence.table(tiny_profile.name, em)
     assert {r["registers"] for r in rows} == {0, 4} and {r["block"] for r in rows} == {1, 2}
     assert all(r["frac_at_base_threshold"] is not None for r in rows)
+    assert all(r["reference_median"] for r in rows)                          # every block judged by its own rule
     edited = emergence.parse(raw_grid(seeds=[0], grid={"base": {"lr": 2e-3}},
                                       base={**raw_grid()["base"], "epochs": 1, "train_images": 64}))
     assert emergence.train_grid(tiny_profile, edited) == ["base-r0", "base-r4"]
+
+
+def test_the_register_side_is_counted_cautiously_from_its_histogram():
+    """A register token just above the baseline's threshold (within one histogram bin) is counted, so
+    that the histogram's resolution can never enlarge the fold between baseline and registers."""
+    from regstudy import norms
+    hist = [0] * (len(norms.LOG10_BINS) - 1)
+    ref = 2.0
+    near = 3.05 * ref                                   # just above a 3x-median threshold
+    b = int(np.searchsorted(norms.LOG10_BINS, np.log10(near)) - 1)
+    hist[b] = 10
+    hist[int(np.searchsorted(norms.LOG10_BINS, np.log10(ref)) - 1)] = 990
+    base = {"variant": "v", "registers": 0, "seed": 0, "epoch": 1, "block": 1, "threshold": 3 * ref,
+            "reference_median": ref, "outlier_frac": 0.01, "_hist": hist}
+    reg = {**base, "registers": 4, "threshold": None, "outlier_frac": 0.0}
+    assert norms.hist_frac_above(hist, 3 * ref, cautious=True) == pytest.approx(0.01)
+    rows = [dict(base), dict(reg)]
+    out = {r["registers"]: r for r in emergence_table_rows(rows)}
+    assert out[4]["frac_at_base_threshold"] == pytest.approx(0.01)           # not 0: the fold stays 1
+
+
+def emergence_table_rows(rows):
+    """table()'s threshold carry-over on ready-made rows (table reads them from run folders)."""
+    import regstudy.emergence as em
+    base = {(x["variant"], x["seed"], x["epoch"], x["block"]): x for x in rows if x["registers"] == 0}
+    for x in rows:
+        em._score_at_base(x, base)
+    return rows

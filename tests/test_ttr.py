@@ -83,8 +83,9 @@ def test_the_hook_handles_every_image_of_a_batch_on_its_own():
     assert torch.allclose(batch, single, atol=1e-5)
 
 
-def test_a_broken_hook_would_be_caught():
-    """What the planted test checks is not automatic: selecting the decoy leaves the outliers where they are."""
+def test_the_wrong_neuron_leaves_the_outliers_in_place():
+    """A control of the planted model: the outliers leave the patches because of the neuron chosen,
+    not because a token was added (selecting the decoy leaves them where they are)."""
     m, x = planted_model(), images()
     rule = ttr.find(m, x, top_k=1, background=data.background_patches(x, 4))["rule"]
     with ttr.attach(m, [ttr.Neuron(block=0, index=DECOY, score=0.0)]):
@@ -96,4 +97,36 @@ def test_max_layer_limits_the_candidates():
     scores = torch.tensor([[1.0, 5.0], [9.0, 2.0], [3.0, 4.0]])
     assert [(n.block, n.index) for n in ttr.select(scores, 2)] == [(1, 0), (0, 1)]
     assert [(n.block, n.index) for n in ttr.select(scores, 2, max_layer=1)] == [(0, 1), (0, 0)]
-    assert norms.RELATIVE_K > 1
+
+
+def test_the_runs_own_rule_can_be_used_to_find_the_neurons():
+    m, x = planted_model(), images()
+    own = ttr.find(m, x, top_k=1, background=data.background_patches(x, 4))
+    again = ttr.find(m, images(seed=1), top_k=1, rule=own["rule"])
+    assert again["rule"] is own["rule"] and [(n.block, n.index) for n in again["neurons"]] == [(1, NEURON)]
+    assert torch.allclose(ttr.score_neurons(m, data.normalize_for(m, x), own["flags"], batch=7), own["scores"], atol=1e-6)
+
+
+@pytest.mark.parametrize("cls,regs,pool", [(True, 0, "token"), (True, 4, "token"), (False, 4, "avg"), (False, 0, "avg")])
+def test_attached_to_any_layout_the_head_never_sees_the_extra_token(cls, regs, pool):
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    m = VisionTransformer(img_size=(16, 24), patch_size=4, in_chans=3, num_classes=5, embed_dim=16, depth=2, num_heads=2,
+                          class_token=cls, reg_tokens=regs, global_pool=pool, no_embed_class=True, dynamic_img_size=True).eval()
+    x = torch.randn(2, 3, 16, 24)
+    feats = None
+    with ttr.attach(m, [ttr.Neuron(block=1, index=3, score=1.0)]):
+        f = m.forward_features(x)
+        assert f.shape[1] == int(cls) + regs + 24 + 1
+        g = vit.tokens(m, x, final_norm=True)["norm"]
+        assert g.registers.shape[1] == regs + 1 and g.patches.shape[1] == 24 and (g.cls is None) == (not cls)
+        assert torch.allclose(g.registers[:, -1], f[:, -1]) and torch.allclose(g.patches, f[:, int(cls) + regs:-1])
+        act = {}
+        h = m.blocks[1].mlp.act.register_forward_hook(lambda mod, i, o: act.setdefault("o", o))
+        logits = m(x)
+        h.remove()
+        feats = f
+    assert torch.allclose(logits, m.forward_head(feats[:, :-1]))            # pooled without the extra token
+    a = act["o"][..., 3]                                                     # B x T after the edit
+    assert (a[:, int(cls) + regs:-1] == 0).all()                              # the patches' activation is zeroed ...
+    assert (a[:, -1] != 0).all()                                              # ... and moved to the extra token

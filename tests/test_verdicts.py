@@ -298,8 +298,9 @@ def test_reading_follows_the_verdicts():
     assert "no verdict is given" in verdicts.reading(claims, smoke=True)
 
 
-def _ttr_row(base=0.02, ttr=0.0, acc=(0.90, 0.899)):
-    return {"base_frac": base, "ttr_frac": ttr, "reg_frac": 0.0, "acc_base": acc[0], "acc_ttr": acc[1]}
+def _ttr_row(base=0.02, ttr=0.0, acc=(0.90, 0.899), extra=0.5):
+    return {"base_frac": base, "ttr_frac": ttr, "reg_frac": 0.0, "acc_base": acc[0], "acc_ttr": acc[1],
+            "extra_above": extra, "base_images_with": 0.6}
 
 
 def test_test_time_registers_verdicts_follow_planted_numbers():
@@ -310,6 +311,8 @@ def test_test_time_registers_verdicts_follow_planted_numbers():
     assert stuck[0]["holds"] == "no" and len(stuck) == 2
     costly = v.ttr_claims([_ttr_row(acc=(0.90, 0.89))] + [_ttr_row()] * 2, [], 4)  # one point lost in one seed
     assert costly[1]["holds"] == "no"
+    deleted = v.ttr_claims([_ttr_row(extra=0.0)] + [_ttr_row()] * 2, [], 4)      # gone from the patches, but not moved
+    assert deleted[0]["holds"] == "no"
     empty = v.ttr_claims([_ttr_row(base=0.0)] * 3, [{"corloc_base": 0.5, "corloc_ttr": 0.4, "scene_base_frac": 0.01}] * 3, 4)
     assert empty[0]["holds"].startswith("not measurable") and empty[2]["holds"] == "no"
 
@@ -317,11 +320,16 @@ def test_test_time_registers_verdicts_follow_planted_numbers():
 def test_pretrained_verdicts_follow_planted_numbers():
     from regstudy import verdicts as v
     row = lambda base, reg: {"base_frac": base, "base_found": base > 0, "reg_frac_at_base": reg, "reg_found": False}
-    good = v.pretrained_claims({"s": row(0.02, 0.0), "b": row(0.03, 0.001), "l": row(0.02, 0.0)}, "pretrained")
-    assert [c["holds"] for c in good] == ["yes", "yes"] and good[0]["seeds"] == "3/3 pairs"
-    kept = v.pretrained_claims({"s": row(0.02, 0.0), "b": row(0.03, 0.02), "l": row(0.02, 0.0)}, "pretrained")
-    assert kept[1]["holds"] == "no"
-    none = v.pretrained_claims({"s": row(0.0, 0.0), "b": row(0.0, 0.0), "l": row(0.0, 0.0)}, "pretrained")
-    assert none[0]["holds"] == "no" and none[1]["holds"].startswith("not measurable")
-    rnd = v.pretrained_claims({"s": row(0.02, 0.0), "b": row(0.03, 0.0), "l": row(0.02, 0.0)}, "random")
-    assert all(c["holds"] == v.RANDOM_WEIGHTS and c["computed"] == "yes" for c in rnd)
+    names = ("vit_small_patch14_dinov2.lvd142m", "vit_large_patch14_dinov2.lvd142m")
+    good = v.pretrained_claims({names[0]: row(0.0, 0.0), names[1]: row(0.02, 0.0)}, "pretrained")
+    holds = {c["quantity"]: c["holds"] for c in good}
+    assert holds[f"{names[1]}: outlier mode without registers"] == "yes"
+    assert holds[f"{names[1]}: its register twin, share above that threshold"] == "yes"
+    assert holds[f"{names[0]}: outlier mode without registers"] == "n/a (not claimed)"   # the paper: ViT-L and up
+    assert holds[f"{names[0]}: its register twin, share above that threshold"].startswith("not measurable")
+    kept = v.pretrained_claims({names[1]: row(0.02, 0.01)}, "pretrained")
+    assert [c["holds"] for c in kept] == ["yes", "no"]
+    none = v.pretrained_claims({names[1]: row(0.0, 0.0)}, "pretrained")
+    assert none[0]["holds"] == "no"
+    rnd = v.pretrained_claims({names[1]: row(0.02, 0.0)}, "random")
+    assert all(c["holds"] == v.RANDOM_WEIGHTS for c in rnd) and [c["computed"] for c in rnd] == ["yes", "yes"]

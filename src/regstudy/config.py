@@ -418,7 +418,10 @@ def parse(raw: Mapping, source: str = "params.yaml") -> Study:
     settings = parse_profile(name, {k: raw[k] for k in SETTINGS})
     from . import emergence, pretrained
     pre = pretrained.parse(raw["pretrained"])
-    if pre.only and not raw["families"]:
+    if pre.only and raw["families"]:
+        raise ConfigError(f"{source}: pretrained.only: true runs the pretrained stage alone, so `families` must be "
+                          "{} (or set only: false to train them)")
+    if pre.only:
         return Study(profile=name, families={}, settings=settings, emergence=emergence.parse(raw["emergence"]),
                      pretrained=pre)
     if not isinstance(raw["families"], Mapping) or not raw["families"]:

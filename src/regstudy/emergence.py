@@ -214,15 +214,24 @@ def table(profile: str, em: EmergenceConfig) -> list:
                     rows += run_rows(variant, r, s, _log(d), settings)
     base = {(x["variant"], x["seed"], x["epoch"], x["block"]): x for x in rows if x["registers"] == 0}
     for x in rows:
-        twin = base.get((x["variant"], x["seed"], x["epoch"], x["block"]))
-        if twin is None:
-            continue
-        if twin["threshold"] is None:          # no outlier mode in the baseline: nothing is above its threshold
-            x["frac_at_base_threshold"] = 0.0
-            continue
-        thr = norms.baseline_threshold_for(twin, x) if x["registers"] else twin["threshold"]
-        x["frac_at_base_threshold"] = norms.hist_frac_above(x["_hist"], thr) if x["registers"] else twin["outlier_frac"]
+        _score_at_base(x, base)
     return rows
+
+
+def _score_at_base(x: dict, base: dict) -> None:
+    """Set x["frac_at_base_threshold"]: the share of its tokens above its baseline twin's threshold."""
+    twin = base.get((x["variant"], x["seed"], x["epoch"], x["block"]))
+    if twin is None:
+        return
+    if twin["threshold"] is None:          # no outlier mode in the baseline: nothing is above its threshold
+        x["frac_at_base_threshold"] = 0.0
+        return
+    if not x["registers"]:
+        x["frac_at_base_threshold"] = twin["outlier_frac"]
+        return
+    # the register side is an upper bound (every bin reaching above the threshold), so that a
+    # histogram's resolution can only make the register model look worse, never the fold larger
+    x["frac_at_base_threshold"] = norms.hist_frac_above(x["_hist"], norms.baseline_threshold_for(twin, x), cautious=True)
 
 
 def artifact_rows(rows: list) -> list:

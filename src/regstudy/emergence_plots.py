@@ -29,7 +29,7 @@ def curves(fig, rows: list, em) -> None:
     (3x: the relative rule's bar). Middle: share of patch tokens above the baseline's own threshold
     at the last block (for the register model: that threshold carried over). Bottom: the blocks and
     epochs where the baseline shows the artifact (every criterion of regstudy.emergence), per seed."""
-    variants = [v for v in em.grid if any(x["variant"] == v for x in rows)]
+    variants = [v for v in em.grid if any(x["variant"] == v and x["registers"] == 0 for x in rows)]
     axes = fig.subplots(3, len(variants), squeeze=False, sharex="col", sharey="row")
     hits = {(x["variant"], x["seed"], x["epoch"], x["block"]) for x in emergence.artifact_rows(rows)}
     for j, v in enumerate(variants):

@@ -251,14 +251,17 @@ def rule_agreement(norms, rule) -> dict:
             "outliers": int(np.asarray(rule.flag(v)).sum())}
 
 
-def hist_frac_above(hist, threshold: float) -> float:
+def hist_frac_above(hist, threshold: float, cautious: bool = False) -> float:
     """Share of a LOG10_BINS histogram's tokens in bins whose lower edge is >= `threshold`
-    (resolution: one bin, a factor of 10**0.05 = 1.12 in norm)."""
+    (resolution: one bin, a factor of 10**0.05 = 1.12 in norm). `cautious`: count every bin that
+    reaches above the threshold (upper edge > threshold), an upper bound, for a share that must be
+    small for a verdict to say yes."""
     h = np.asarray(hist, dtype=float)
     if h.sum() == 0 or threshold is None:
         return 0.0
-    lower = 10 ** LOG10_BINS[:-1]
-    return float(h[lower >= threshold].sum() / h.sum())
+    edge = 10 ** (LOG10_BINS[1:] if cautious else LOG10_BINS[:-1])
+    keep = edge > threshold if cautious else edge >= threshold
+    return float(h[keep].sum() / h.sum())
 
 
 def hist_density_matrix(hists) -> np.ndarray:

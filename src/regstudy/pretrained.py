@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import attention_maps, data, extract, lost, model as vit, norms
+from . import data, extract, model as vit, norms
 
 # scikit-image's bundled photos (skimage.data, no download): objects on backgrounds of their own
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "camera", "coins")
@@ -142,6 +142,7 @@ def read_out(model, x_uint8: torch.Tensor, lost_k: int, device="cpu") -> dict:
     """Everything the notebook draws for one model on the photos: last-block patch-token norms,
     the outlier rule (no background mask: photos have none; the relative bar is then 3x the median
     of all patches), [CLS] and register attention maps, and LOST's boxes and seeds on keys."""
+    from . import attention_maps, lost   # here, so that validating params.yaml (config) needs neither
     tn = extract.token_norms(model, x_uint8, batch=8, device=device)
     last = tn["patch"][-1]
     rule = norms.fit_outlier_rule(last)

@@ -57,30 +57,36 @@ def outlier_flags(model, x: torch.Tensor, background: torch.Tensor | None = None
 
 
 @torch.no_grad()
-def score_neurons(model, x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+def score_neurons(model, x: torch.Tensor, flags: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """depth x hidden: each MLP neuron's mean |activation| at the flagged patch positions (per image,
-    then the mean over the images with at least one flagged token). Zero when nothing is flagged."""
+    then the mean over the images with at least one flagged token), `batch` images at a time. Zero
+    when nothing is flagged."""
     model.eval()
-    acts, store = _acts(model), {}
-    hooks = [a.register_forward_hook(lambda m, i, o, k=k: store.__setitem__(k, o.detach())) for k, a in enumerate(acts)]
-    try:
-        model.forward_features(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    acts = _acts(model)
     flags = flags.to(x.device)
-    has = flags.any(1)
     P, N = vit.num_prefix(model), flags.shape[1]
-    out = []
-    for k in range(len(acts)):
-        a = store[k][:, P:P + N].abs().float()                        # B x N x hidden
-        if not has.any():
-            out.append(torch.zeros(a.shape[-1]))
-            continue
-        w = flags.float()[..., None]
-        per_image = (a * w).sum(1) / w.sum(1).clamp_min(1)            # B x hidden
-        out.append(per_image[has].mean(0).cpu())
-    return torch.stack(out)
+    total, images = None, 0
+    for i in range(0, len(x), batch):
+        f = flags[i:i + batch]
+        store = {}
+        hooks = [a.register_forward_hook(lambda m, inp, o, k=k: store.__setitem__(k, o.detach()))
+                 for k, a in enumerate(acts)]
+        try:
+            model.forward_features(x[i:i + batch])
+        finally:
+            for h in hooks:
+                h.remove()
+        has = f.any(1)
+        w = f.float()[..., None]
+        part = []
+        for k in range(len(acts)):
+            a = store[k][:, P:P + N].abs().float()                      # b x N x hidden
+            per_image = (a * w).sum(1) / w.sum(1).clamp_min(1)          # b x hidden
+            part.append(per_image[has].sum(0).cpu())
+        part = torch.stack(part)
+        total = part if total is None else total + part
+        images += int(has.sum())
+    return total / images if images else torch.zeros_like(total)
 
 
 def select(scores: torch.Tensor, top_k: int, max_layer: int = 0) -> list:
@@ -140,11 +146,16 @@ def attach(model, neurons: list):
         setattr(model, vit.TEST_TIME_ATTR, 0)
 
 
-def find(model, x_uint8: torch.Tensor, top_k: int, max_layer: int = 0, background=None) -> dict:
-    """Steps 1-2 on uint8 images (normalised with the model's own statistics): the outlier rule, the
-    neuron scores and the selected neurons."""
+def find(model, x_uint8: torch.Tensor, top_k: int, max_layer: int = 0, background=None, rule=None) -> dict:
+    """Steps 1-2 on uint8 images (normalised with the model's own statistics): the outliers (by `rule`,
+    e.g. the run's own from tokens.json, or one fitted on these images), the neuron scores and the
+    selected neurons (none when no token is flagged)."""
     x = data.normalize_for(model, x_uint8)
-    flags, rule = outlier_flags(model, x, background)
+    if rule is None:
+        flags, rule = outlier_flags(model, x, background)
+    else:
+        last = vit.tokens(model.eval(), x, blocks=[-1])[len(model.blocks) - 1].patches.float().norm(dim=-1).cpu()
+        flags = rule.flag(last)
     scores = score_neurons(model, x, flags)
     return {"flags": flags, "rule": rule, "scores": scores,
             "neurons": select(scores, top_k, max_layer) if flags.any() else []}

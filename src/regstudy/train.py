@@ -137,17 +137,18 @@ def evaluate(model, x_uint8, y, batch_size: int) -> dict:
 def _own_rule(pn: torch.Tensor, background: torch.Tensor) -> dict:
     """One block of one epoch judged by its own outlier rule (Fig. 4b, the emergence map): no
     threshold carried over from another epoch or block. Where the flagged tokens sit (share on
-    background) and whether they stand above every foreground token (the lowest flagged norm against
-    the highest foreground norm)."""
+    background) and whether the background ones stand above every other foreground token (the
+    lowest flagged background norm against the highest norm of the unflagged foreground)."""
     rule = norms.fit_outlier_rule(pn, background)
     flags = rule.flag(pn)
     n = int(flags.sum())
-    fg = pn[~background]
+    on_bg = flags & background
+    fg = pn[~background & ~flags]          # the foreground tokens that are not outliers themselves
     return {"found": rule.found, "threshold": rule.threshold, "reference_median": rule.reference_median,
             "outlier_frac": n / pn.numel(), "relative_frac": float(rule.relative_flag(pn).float().mean()),
             "mode_ratio": rule.mode_ratio,
-            "bg_share": int((flags & background).sum()) / n if n else None,
-            "flagged_min": float(pn[flags].min()) if n else None,
+            "bg_share": int(on_bg.sum()) / n if n else None,
+            "flagged_min": float(pn[on_bg].min()) if on_bg.any() else None,   # the lowest background outlier
             "fg_max": float(fg.max()) if fg.numel() else None}
 
 

@@ -23,14 +23,16 @@ def on_run(run: dict, prof, device="cpu") -> dict:
     accuracy, and the maps of the first `map_images` test images."""
     A = prof.analysis
     model, cfg = train.load_trained(run["dir"], device)
+    rule = norms.as_rule(run["tokens"]["rule"])     # the run's own rule: the same threshold everywhere
     found_on = runs.eval_set(cfg, A.ttr_images, split="val")
-    found = ttr.find(model, found_on.x.to(device), A.ttr_top_k, A.ttr_max_layer, found_on.background.to(device))
+    found = ttr.find(model, found_on.x.to(device), A.ttr_top_k, A.ttr_max_layer, rule=rule)
     ev = runs.eval_set(cfg, A.eval_images)
-    rule = norms.as_rule(run["tokens"]["rule"])
     before = runs.load_norms(run["dir"])["patch"][-1]
     n = A.map_images
-    out = {"seed": cfg.seed, "neurons": [vars(n_) for n_ in found["neurons"]], "threshold": rule.threshold,
-           "base_frac": float(rule.flag(before).float().mean()), "acc_base": _accuracy(model, prof, device),
+    out = {"seed": cfg.seed, "threshold": rule.threshold, "n_neurons": len(found["neurons"]),
+           "neurons": [{"block": n_.block + 1, "neuron": n_.index, "score": n_.score} for n_ in found["neurons"]],
+           "base_frac": float(rule.flag(before).float().mean()),
+           "base_images_with": float(rule.flag(before).any(1).float().mean()), "acc_base": _accuracy(model, prof, device),
            "before": before, "background": ev.background, "x": ev.x[:n],
            "cls_before": attention_maps.maps(model, ev.x[:n], device=device)["cls"]}
     with ttr.attach(model, found["neurons"]):
@@ -38,7 +40,7 @@ def on_run(run: dict, prof, device="cpu") -> dict:
         out.update(after=tn["patch"][-1], extra_norm=tn["registers"][-1][:, -1], acc_ttr=_accuracy(model, prof, device),
                    cls_after=attention_maps.maps(model, ev.x[:n], device=device)["cls"])
     out["ttr_frac"] = float(rule.flag(out["after"]).float().mean())
-    out["extra_above"] = float(rule.flag(out["extra_norm"]).float().mean())   # share of images whose extra token is an outlier
+    out["extra_above"] = float(rule.flag(out["extra_norm"]).float().mean())   # share of images whose extra token is above the threshold
     return out
 
 
@@ -47,10 +49,10 @@ def on_scenes(scene_run: dict, prof, device="cpu") -> dict:
     (neurons found on validation scenes)."""
     A, S = prof.analysis, prof.scene
     model, cfg = train.load_trained(scene_run["dir"], device)
-    val = runs.eval_set(cfg, A.ttr_images, split="val")
-    found = ttr.find(model, val.x.to(device), A.ttr_top_k, A.ttr_max_layer, val.background.to(device))
-    ev = runs.eval_set(cfg, S.test_scenes)
     rule = norms.as_rule(scene_run["tokens"]["rule"])
+    val = runs.eval_set(cfg, A.ttr_images, split="val")
+    found = ttr.find(model, val.x.to(device), A.ttr_top_k, A.ttr_max_layer, rule=rule)
+    ev = runs.eval_set(cfg, S.test_scenes)
     kw = dict(k=A.lost_k, feature=A.lost_feature, bias=A.lost_bias, device=device)
     before = discovery.on_scenes(model, ev, rule, runs.load_norms(scene_run["dir"])["patch"][-1], **kw)
     with ttr.attach(model, found["neurons"]):
