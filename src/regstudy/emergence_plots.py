@@ -62,10 +62,12 @@ def curves(fig, rows: list, em) -> None:
                              "block where the artifact\nholds (black: all seeds)")):
         axes[i, 0].set_ylabel(lab)
     for j in range(len(variants)):
-        plotting.share_axis(axes[1, j], [100 * (x["frac_at_base_threshold"] or 0) for x in rows
-                                         if x["variant"] == variants[j]], "tokens above the threshold")
+        top = max([100 * (x["frac_at_base_threshold"] or 0) for x in rows if x["variant"] == variants[j]], default=0)
+        if top == 0:       # a short word: the panels are narrow
+            axes[1, j].text(0.5, 0.5, "none", transform=axes[1, j].transAxes, ha="center", va="center", color="0.3")
         axes[1, j].set_xlabel("")
         axes[2, j].set_xlabel("training images seen")
+    axes[1, 0].set_ylim(bottom=0, top=max(1.0, axes[1, 0].get_ylim()[1]))
     axes[0, 0].legend(loc="upper left")
 
 

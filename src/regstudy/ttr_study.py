@@ -44,9 +44,9 @@ def on_run(run: dict, prof, device="cpu") -> dict:
     return out
 
 
-def on_scenes(scene_run: dict, prof, device="cpu") -> dict:
+def on_scenes(scene_run: dict, prof, device="cpu", trained: dict | None = None) -> dict:
     """LOST CorLoc of one scene baseline on the test scenes, before and after a test-time register
-    (neurons found on validation scenes)."""
+    (neurons found on validation scenes), and of the same-seed model `trained` with registers."""
     A, S = prof.analysis, prof.scene
     model, cfg = train.load_trained(scene_run["dir"], device)
     rule = norms.as_rule(scene_run["tokens"]["rule"])
@@ -58,5 +58,10 @@ def on_scenes(scene_run: dict, prof, device="cpu") -> dict:
     with ttr.attach(model, found["neurons"]):
         after_norms = extract.token_norms(model, ev.x, device=device)["patch"][-1]
         after = discovery.on_scenes(model, ev, rule, after_norms, **kw)
-    return {"seed": cfg.seed, "corloc_base": before["corloc"], "corloc_ttr": after["corloc"],
-            "scene_base_frac": before["outlier_frac"], "scene_ttr_frac": after["outlier_frac"]}
+    out = {"seed": cfg.seed, "corloc_base": before["corloc"], "corloc_ttr": after["corloc"],
+           "scene_base_frac": before["outlier_frac"], "scene_ttr_frac": after["outlier_frac"]}
+    if trained is not None:
+        reg, _ = train.load_trained(trained["dir"], device)
+        out["corloc_trained_registers"] = discovery.on_scenes(
+            reg, ev, norms.as_rule(trained["tokens"]["rule"]), runs.load_norms(trained["dir"])["patch"][-1], **kw)["corloc"]
+    return out

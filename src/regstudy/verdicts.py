@@ -454,7 +454,9 @@ def ttr_claims(rows: list, scenes: list, registers: int) -> list:
                  note=f"holds when the drop is <= {100 * TTR_ACCURACY_DROP:g} point")]
     if scenes:
         out.append(claim("TTR", "LOST CorLoc on scenes, baseline -> test-time register", "higher (as with trained registers, Table 3)",
-                         f"{pm([s['corloc_base'] for s in scenes], pct=True)} -> {pm([s['corloc_ttr'] for s in scenes], pct=True)}",
+                         f"{pm([s['corloc_base'] for s in scenes], pct=True)} -> {pm([s['corloc_ttr'] for s in scenes], pct=True)}"
+                         + (f" (trained registers: {pm([s['corloc_trained_registers'] for s in scenes], pct=True)})"
+                            if all("corloc_trained_registers" in s for s in scenes) else ""),
                          lost_better, why="no outlier tokens in the scene baseline"))
     return out
 
