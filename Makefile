@@ -18,11 +18,11 @@ $(VENV)/.installed: pyproject.toml
 repro: setup
 	$(BIN)/python -m regstudy.repro --profile $(PROFILE)
 
-## unit tests and the smoke `dvc repro` end to end (9.6 minutes on 2 CPU cores)
+## unit tests and the smoke `dvc repro` end to end (24 minutes on 2 CPU cores)
 test: setup
 	$(BIN)/python -m pytest
 
-## the unit tests only (no smoke pipeline; 41 s on 2 CPU cores), for people editing code
+## the unit tests only (no smoke pipeline; about 2 min on 2 CPU cores), for people editing code
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 

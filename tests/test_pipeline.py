@@ -89,7 +89,7 @@ def test_smoke_pipeline_end_to_end(smoke):
     assert json.loads((res / "emergence" / "onsets.json").read_text())["smoke"] is True
     lock = (repo / "dvc.lock").read_text()
     html = sorted(p.name for p in (res / "html").glob("*.html"))
-    assert len(html) == 10 and "report.html" in html and "emergence.html" in html and all((res / "html" / h).stat().st_size > 10_000 for h in html)
+    assert len(html) == 12 and "report.html" in html and "emergence.html" in html   # 9 analyses, emergence, pretrained, report and all((res / "html" / h).stat().st_size > 10_000 for h in html)
     assert "train@scene-r4:" in lock and "train@r16:" in lock and "analysis@tab03_lost:" in lock and "report:" in lock
     assert "emergence:" in lock
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, env=env, capture_output=True, text=True)
@@ -116,7 +116,7 @@ def test_a_time_budget_pauses_training_and_the_next_call_resumes_it(smoke):
     assert first.paused and not first.finished, (first.paused, first.finished)   # paused, nothing trained yet
     assert all(name in first.stderr for name in first.paused)                    # ... and it names them
     runs = sorted((repo / "runs" / "smoke").glob("*/*/*/log.jsonl"))
-    assert len(runs) == 26
+    assert len(runs) == 26 + 2 * 2 * 1                     # the families' runs, and the emergence grid's (2 variants x 2)
     for log in runs:                                       # the second call finished every run
         types = [json.loads(l)["type"] for l in log.read_text().splitlines()]
         assert types[0] == "config" and types[-1] == "final", (log, types)
