@@ -18,6 +18,8 @@ def test_training_learns_and_logs_provenance(tiny_run, tmp_path):
     ep = log[1]
     assert ep["images_per_s"] > 0 and len(ep["probe"]["blocks"]) == tiny_run.model.depth
     assert sum(ep["probe"]["blocks"][-1]["hist"]) == tiny_run.train.probe_images * tiny_run.model.num_patches
+    ruled = [b["block"] for b in ep["probe"]["blocks"] if "own_rule" in b]
+    assert ruled == [tiny_run.model.depth - 1]          # a study family: only the last block is ruled (Fig. 4b)
     assert log[-1]["train_seconds"] > 0
 
 
@@ -156,3 +158,16 @@ def test_deadline_env_must_be_a_unix_time(monkeypatch):
     assert train.deadline_from_env() == 1.7e9
     monkeypatch.delenv(train.DEADLINE_ENV)
     assert train.deadline_from_env() is None
+
+
+def test_norm_probe_rules_the_blocks_asked_for(tiny_run):
+    model = vit.build(tiny_run.model)
+    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    bg = torch.rand(8, tiny_run.model.num_patches) > 0.5
+    every = train.norm_probe(model, x, bg, "every")["blocks"]
+    last = train.norm_probe(model, x, bg, "last")["blocks"]
+    assert all("own_rule" in b for b in every)
+    assert ["own_rule" in b for b in last] == [False] * (len(last) - 1) + [True]
+    assert last[-1]["own_rule"] == every[-1]["own_rule"]
+    with pytest.raises(ValueError, match="rule_blocks"):
+        train.norm_probe(model, x, bg, "first")

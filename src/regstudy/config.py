@@ -319,15 +319,16 @@ def _int_list(raw, where, lo=None, hi=None) -> tuple:
     return out
 
 
-def _check_keys(raw, allowed: set, where: str) -> None:
-    """`raw` must be a mapping with exactly the keys in `allowed`."""
+def _check_keys(raw, allowed: set, where: str, required: set | None = None) -> None:
+    """`raw` must be a mapping with keys from `allowed` only, and every key of `required` (default:
+    all of `allowed`)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping of keys, got {type(raw).__name__}")
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}. "
                           "Fix the spelling in params.yaml.")
-    missing = sorted(allowed - set(raw))
+    missing = sorted((allowed if required is None else required) - set(raw))
     if missing:
         raise ConfigError(f"missing key(s) {missing} in {where} of params.yaml")
 

@@ -39,7 +39,7 @@ from typing import Mapping
 import numpy as np
 
 from . import checkpoint, norms, paths, provenance
-from .config import ConfigError, ModelConfig, Profile, RunConfig, _coerce, _int_list, MAX_REGISTERS
+from .config import ConfigError, ModelConfig, Profile, RunConfig, _check_keys, _coerce, _int_list, MAX_REGISTERS
 
 # The issue's bar for "the phenomenon", each with its reason.
 BG_SHARE_MIN = 0.8   # the paper's outliers sit in redundant background patches: most of ours must too
@@ -66,13 +66,7 @@ class EmergenceConfig:
 
 def parse(raw: Mapping, where: str = "emergence") -> EmergenceConfig:
     """Validate params.yaml's emergence block (unknown keys are errors)."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping with registers, seeds, base and grid")
-    unknown = sorted(set(raw) - {"registers", "seeds", "base", "grid"})
-    missing = sorted({"registers", "seeds", "base", "grid"} - set(raw))
-    if unknown or missing:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}; "
-                          "it holds registers, seeds, base and grid")
+    _check_keys(raw, {"registers", "seeds", "base", "grid"}, where)
     registers = _int_list(raw["registers"], f"{where}.registers", 0, MAX_REGISTERS)
     if 0 not in registers or len(registers) < 2:
         raise ConfigError(f"{where}.registers must hold 0 (the baseline) and at least one register count, "
@@ -97,14 +91,8 @@ def parse(raw: Mapping, where: str = "emergence") -> EmergenceConfig:
 
 
 def _settings(raw, where: str, full: bool) -> dict:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping of {sorted(BASE_KEYS)}")
-    unknown = sorted(set(raw) - set(BASE_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(BASE_KEYS)}")
-    missing = sorted(set(BASE_KEYS) - set(raw)) if full else []
-    if missing:
-        raise ConfigError(f"missing key(s) {missing} in {where}")
+    """The base (`full`: every BASE_KEYS key) or a variant (any of them: what it changes)."""
+    _check_keys(raw, set(BASE_KEYS), where, required=set(BASE_KEYS) if full else set())
     out = {k: _coerce(v, BASE_KEYS[k], f"{where}.{k}") for k, v in raw.items()}
     for k, v in out.items():
         if v < 0 or (v == 0 and k not in ("weight_decay", "layerscale", "train_images")):
@@ -329,6 +317,7 @@ def provenance_record(profile: str) -> dict:
 
 def reading(summary: list, rows: list, profile: Profile) -> str:
     """The notebook's reading, in prose, from the numbers (smoke: what ran, no verdict)."""
+    from .plotting import variant as variant_name   # matplotlib is imported only where a notebook reads
     done = [s for s in summary if s.get("trained")]
     if not done:
         return "No variant of the grid is trained yet."
@@ -340,8 +329,8 @@ def reading(summary: list, rows: list, profile: Profile) -> str:
         return head + " Smoke models are far too small and short for the artifact: this checks the plumbing only, no verdict."
     lines = []
     for s in done:
-        acc = ", ".join(f"{plot_name(r)} {100 * s[f'r{r}_val_acc']:.1f}%" for r in (0, 4) if f"r{r}_val_acc" in s)
-        ratio = ", ".join(f"{plot_name(r)} {s[f'r{r}_bg_ratio']:.2f}" for r in (0, 4) if f"r{r}_bg_ratio" in s)
+        acc = ", ".join(f"{variant_name(r)} {100 * s[f'r{r}_val_acc']:.1f}%" for r in (0, 4) if f"r{r}_val_acc" in s)
+        ratio = ", ".join(f"{variant_name(r)} {s[f'r{r}_bg_ratio']:.2f}" for r in (0, 4) if f"r{r}_bg_ratio" in s)
         what = (f"the artifact from **{s['onset']:,} images** on (blocks {s['blocks']}, {s['seeds']} seeds)"
                 if s.get("onset") else f"no artifact that settles in {s['images_seen']:,} images ({s['seeds']} seeds)")
         lines.append(f"- `{s['variant']}` ({s['params']:,} parameters, lr {s['lr']:g}, LayerScale {s['layerscale']:g}): "
@@ -351,7 +340,3 @@ def reading(summary: list, rows: list, profile: Profile) -> str:
            if hit else "No variant shows the artifact by every criterion: at this scale and length the high background "
            "norms, where there are any, are a tail that the register models share, not an outlier mode.")
     return head + "\n\n" + "\n".join(lines) + "\n\n" + end
-
-
-def plot_name(registers: int) -> str:
-    return "baseline" if registers == 0 else f"{registers} registers"

@@ -87,15 +87,17 @@ def phase_diagram(ax, summary: list) -> None:
     onsets = [s["onset"] for s in done if s.get("onset")]
     norm = mpl.colors.LogNorm(min(onsets), max(max(onsets), min(onsets) * 10)) if onsets else None
     cmap = plt.get_cmap(plotting.NORM_CMAP)
+    stacked = {}                                   # variants at one point (e.g. lengths of one model)
     for s in done:
         x, y = s["params"], s["lr"]
+        k = stacked[(x, y)] = stacked.get((x, y), -1) + 1
         if s.get("onset"):
             ax.scatter(x, y, s=80, color=cmap(norm(s["onset"])), edgecolor="0.2", zorder=3)
         else:
             ax.scatter(x, y, s=60, marker="x", color="0.45", zorder=3)
-        note = f"{s['variant']}\n" + (f"onset {s['onset'] / 1000:.0f}k img" if s.get("onset")
-                                      else f"none in {s['images_seen'] / 1000:.0f}k img")
-        ax.annotate(note, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=6.5)
+        note = f"{s['variant']}: " + (f"onset {s['onset'] / 1000:.0f}k img" if s.get("onset")
+                                      else f"none in {s['images_seen'] / 1000:,.0f}k img")
+        ax.annotate(note, (x, y), textcoords="offset points", xytext=(6, 2 - 9 * k), fontsize=6.5)
     xs, ys = [s["params"] for s in done], [s["lr"] for s in done]
     if xs:
         ax.set_xlim(min(xs) / 2, max(xs) * 3)

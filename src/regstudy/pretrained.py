@@ -37,11 +37,8 @@ class PretrainedConfig:
 
 
 def parse(raw, where: str = "pretrained") -> PretrainedConfig:
-    from .config import ConfigError, _coerce
-    keys = {"models", "weights", "images", "image_size", "only"}
-    if not isinstance(raw, dict) or set(raw) != keys:
-        got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
-        raise ConfigError(f"{where} must hold exactly {sorted(keys)}, got {got}")
+    from .config import ConfigError, _check_keys, _coerce
+    _check_keys(raw, {"models", "weights", "images", "image_size", "only"}, where)
     models = raw["models"] or []
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"{where}.models must be a list of timm model names")

@@ -48,10 +48,15 @@ def _acts(model):
 
 
 @torch.no_grad()
+def last_patch_norms(model, x: torch.Tensor) -> torch.Tensor:
+    """B x N norms of the patch tokens at the last block (float32, on the CPU), for normalised `x`."""
+    return vit.tokens(model.eval(), x, blocks=[-1])[len(model.blocks) - 1].patches.float().norm(dim=-1).cpu()
+
+
 def outlier_flags(model, x: torch.Tensor, background: torch.Tensor | None = None):
     """(flags B x N, rule): the patch tokens the study's outlier rule flags at the last block, for
     normalised images `x`. `background` (B x N) sets the relative bar's reference (else all patches)."""
-    pn = vit.tokens(model.eval(), x, blocks=[-1])[len(model.blocks) - 1].patches.float().norm(dim=-1).cpu()
+    pn = last_patch_norms(model, x)
     rule = norms.fit_outlier_rule(pn, None if background is None else background.cpu())
     return rule.flag(pn), rule
 
@@ -154,7 +159,7 @@ def find(model, x_uint8: torch.Tensor, top_k: int, max_layer: int = 0, backgroun
     if rule is None:
         flags, rule = outlier_flags(model, x, background)
     else:
-        last = vit.tokens(model.eval(), x, blocks=[-1])[len(model.blocks) - 1].patches.float().norm(dim=-1).cpu()
+        last = last_patch_norms(model, x)
         flags = rule.flag(last)
     scores = score_neurons(model, x, flags)
     return {"flags": flags, "rule": rule, "scores": scores,

@@ -152,9 +152,18 @@ def _own_rule(pn: torch.Tensor, background: torch.Tensor) -> dict:
             "fg_max": float(fg.max()) if fg.numel() else None}
 
 
+# Families whose training probe judges every block by its own rule (the others: the last block).
+PROBE_RULE_BLOCKS = {"emergence": "every"}   # the map's onset may sit at any block
+
+
 @torch.no_grad()
-def norm_probe(model, x_uint8, background) -> dict:
-    """Norms of the tokens of a fixed batch at the output of every block (float32, eval mode)."""
+def norm_probe(model, x_uint8, background, rule_blocks: str = "last") -> dict:
+    """Norms of the tokens of a fixed batch at the output of every block (float32, eval mode).
+    `rule_blocks`: the blocks judged by their own outlier rule, "last" (Fig. 4b reads the last block)
+    or "every" (the emergence map). The rule is a mixture fit (~0.5 s a block on one CPU thread), so
+    the study's families fit it where it is read and no more."""
+    if rule_blocks not in ("last", "every"):
+        raise ValueError(f"rule_blocks is 'last' or 'every', not {rule_blocks!r}")
     model.eval()
     toks = vit.tokens(model, data.normalize(x_uint8))
     blocks = []
@@ -172,7 +181,8 @@ def norm_probe(model, x_uint8, background) -> dict:
         if (~background).any():
             rec["fg_median"] = float(pn[~background].median())
             rec["fg_max"] = float(pn[~background].max())
-        rec["own_rule"] = _own_rule(pn.cpu(), background.cpu())
+        if rule_blocks == "every" or i == len(model.blocks) - 1:
+            rec["own_rule"] = _own_rule(pn.cpu(), background.cpu())
         blocks.append(rec)
     return {"blocks": blocks, "hist_bins_log10": [float(norms.LOG10_BINS[0]), float(norms.LOG10_BINS[-1]),
                                                   len(norms.LOG10_BINS) - 1]}
@@ -403,7 +413,7 @@ def fit_family(cfgs: list, out_dirs: list, *, device=None, resume: bool = True,
         for m, (cfg, model, log) in enumerate(zip(cfgs, models, logs)):
             model.load_state_dict(batched.state_dict_of(params, m))
             val = evaluate(model, d["x_val"], d["y_val"], tc.eval_batch_size)
-            probe = norm_probe(model, d["x_probe"], d["bg_probe"])
+            probe = norm_probe(model, d["x_probe"], d["bg_probe"], PROBE_RULE_BLOCKS.get(cfg.family, "last"))
             log.write("epoch", epoch=epoch + 1, step=(epoch + 1) * steps_per_epoch, lr=lr,
                       train_loss=float(loss_sum[m]) / steps_per_epoch, train_acc=float(correct[m]) / images,
                       val_acc=val["acc"], val_loss=val["loss"], seconds=seconds, models=M,
