@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 repro: setup
 	$(BIN)/python -m regstudy.repro --profile $(PROFILE)
 
-## unit tests and the smoke `dvc repro` end to end (24 minutes on 2 CPU cores)
+## unit tests and the smoke `dvc repro` end to end (~20 minutes on 2 CPU cores)
 test: setup
 	$(BIN)/python -m pytest
 
