@@ -42,6 +42,17 @@ def test_log_axis_has_plain_labels(lo, hi):
     assert all("times" not in t and "^" not in t for t in labels), labels
 
 
+def test_log_axis_writes_thousands_and_millions_with_k_and_m():
+    fig, ax = plt.subplots()
+    ax.plot([1e5, 3e6], [1, 2])
+    plotting.log_axis(ax, "x")
+    ax.set_xlim(1e5, 3e6)
+    labels = tick_labels(ax)
+    assert "1M" in labels and "200k" in labels, labels
+    assert not any("e+" in t for t in labels), labels
+    assert [plotting.plain_number(v) for v in (0.5, 20, 1500, 2.5e6)] == ["0.5", "20", "1.5k", "2.5M"]
+
+
 def test_share_axis_says_none_for_all_zero():
     fig, ax = plt.subplots()
     ax.plot([0, 1, 2], [0, 0, 0])

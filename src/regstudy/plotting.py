@@ -92,7 +92,8 @@ def save(fig, profile: Profile, out: Path, name: str) -> list:
 def log_axis(ax, axis: str = "x") -> None:
     """Log scale with plain tick labels ('2', '0.5', not '2x10^0', which run together): ticks at
     10^k over several decades, 1, 2, 5 x 10^k over two, 1, 2, 3, 5 x 10^k over about one, evenly
-    spaced over narrow ranges. Call it once the axis holds its data (it reads the limits)."""
+    spaced over narrow ranges; thousands and millions as 'k' and 'M'. Call it once the axis holds its
+    data (it reads the limits)."""
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
@@ -105,8 +106,16 @@ def log_axis(ax, axis: str = "x") -> None:
         a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     else:
         a.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
-    a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
     a.set_minor_formatter(NullFormatter())
+
+
+def plain_number(v: float) -> str:
+    """A tick label a class reads at a glance: '0.5', '20', '300k', '1.2M' (never '1e+06')."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
 
 
 def integer_axis(ax, axis: str = "x") -> None:
