@@ -145,3 +145,46 @@ def emergence_table_rows(rows):
     for x in rows:
         em._score_at_base(x, base)
     return rows
+
+
+def tails(base_ratio, reg_ratio, seeds=(0, 1)):
+    """Rows with no outlier mode anywhere, the last block's background ratio set per seed."""
+    rows = pair(seeds=seeds, found=False, frac=0.0)
+    for x in rows:
+        b, r = base_ratio[x["seed"]], reg_ratio[x["seed"]]
+        x["bg_ratio"] = b if x["registers"] == 0 else r
+    return rows
+
+
+def conclusion(rows, seeds=(0, 1)):
+    em = emergence.parse(raw_grid(seeds=list(seeds), grid={"v": {}}))
+    return emergence._conclusion(emergence.summary(rows, em))
+
+
+def test_a_tail_that_registers_shrink_in_every_seed_is_a_precursor_not_the_artifact():
+    rows = tails({0: 4.0, 1: 3.8}, {0: 2.8, 1: 2.7})
+    c = emergence.tail_contrast(rows)
+    assert c["tail_seeds"] == "2/2" and c["tail_contrast"] == pytest.approx((4 / 2.8 + 3.8 / 2.7) / 2)
+    assert emergence.onsets(rows)["v"]["onset"] is None                    # no mode: never the artifact
+    assert "precursor" in conclusion(rows) and "`v`" in conclusion(rows)
+
+
+@pytest.mark.parametrize("base, reg, seeds, k", [
+    ({0: 4.0, 1: 3.0}, {0: 3.8, 1: 3.1}, (0, 1), "0/2"),                   # a tail both share
+    ({0: 4.0, 1: 3.0}, {0: 2.8, 1: 2.9}, (0, 1), "1/2"),                   # one seed only
+    ({0: 4.0}, {0: 2.0}, (0,), "1/1"),                                      # one seed is an anecdote
+])
+def test_a_tail_both_share_one_seed_or_a_single_seed_is_no_precursor(base, reg, seeds, k):
+    rows = tails(base, reg, seeds)
+    assert emergence.tail_contrast(rows)["tail_seeds"] == k
+    assert "precursor" not in conclusion(rows, seeds)
+
+
+def test_a_seed_added_to_the_grid_trains_alone(study_root, tiny_profile, monkeypatch):
+    small = {**raw_grid()["base"], "epochs": 1, "train_images": 64}
+    calls = []
+    real = train.fit_family
+    monkeypatch.setattr(train, "fit_family", lambda cfgs, dirs, **kw: calls.append([c.name for c in cfgs]) or real(cfgs, dirs, **kw))
+    emergence.train_grid(tiny_profile, emergence.parse(raw_grid(seeds=[0], grid={"base": {}}, base=small)))
+    emergence.train_grid(tiny_profile, emergence.parse(raw_grid(seeds=[0, 1], grid={"base": {}}, base=small)))
+    assert calls == [["base-r0-s0"], ["base-r4-s0"], ["base-r0-s1"], ["base-r4-s1"]]
