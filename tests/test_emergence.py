@@ -147,12 +147,22 @@ def emergence_table_rows(rows):
     return rows
 
 
-def tails(base_ratio, reg_ratio, seeds=(0, 1)):
-    """Rows with no outlier mode anywhere, the last block's background ratio set per seed."""
-    rows = pair(seeds=seeds, found=False, frac=0.0)
-    for x in rows:
-        b, r = base_ratio[x["seed"]], reg_ratio[x["seed"]]
-        x["bg_ratio"] = b if x["registers"] == 0 else r
+def tails(base_ratio, reg_ratio, seeds=(0, 1), reg8_ratio=None):
+    """Rows with no outlier mode anywhere (epochs 1-3, blocks 1-2): the baseline's and the register
+    twins' ratios are planted at the last epoch's last block only; everywhere else the opposite
+    contrast, so that reading any other epoch or block gives the wrong answer."""
+    rows = []
+    for s in seeds:
+        for e in (1, 2, 3):
+            for blk in (1, 2):
+                last = e == 3 and blk == 2
+                rows.append({**row(seed=s, epoch=e, block=blk, found=False, frac=0.0),
+                             "bg_ratio": base_ratio[s] if last else 2.0})
+                rows.append({**row(seed=s, epoch=e, block=blk, registers=4),
+                             "bg_ratio": reg_ratio[s] if last else 5.0})
+                if reg8_ratio is not None:
+                    rows.append({**row(seed=s, epoch=e, block=blk, registers=8),
+                                 "bg_ratio": reg8_ratio[s] if last else 5.0})
     return rows
 
 
@@ -178,6 +188,15 @@ def test_a_tail_both_share_one_seed_or_a_single_seed_is_no_precursor(base, reg, 
     rows = tails(base, reg, seeds)
     assert emergence.tail_contrast(rows)["tail_seeds"] == k
     assert "precursor" not in conclusion(rows, seeds)
+
+
+def test_the_least_different_twin_counts_and_a_seed_without_twin_fails():
+    both = tails({0: 4.0, 1: 4.0}, {0: 2.8, 1: 2.8}, reg8_ratio={0: 3.9, 1: 2.0})
+    assert emergence.tail_contrast(both)["tail_seeds"] == "1/2"             # 8 registers keep seed 0's tail
+    rows = tails({0: 4.0, 1: 4.0, 2: 4.0}, {0: 2.8, 1: 2.8, 2: 2.8}, seeds=(0, 1, 2))
+    unpaired = [x for x in rows if not (x["seed"] == 2 and x["registers"])]   # seed 2's twin never finished
+    assert emergence.tail_contrast(unpaired)["tail_seeds"] == "2/3"
+    assert "precursor" not in conclusion(unpaired, (0, 1, 2))
 
 
 def test_a_seed_added_to_the_grid_trains_alone(study_root, tiny_profile, monkeypatch):

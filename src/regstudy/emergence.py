@@ -320,27 +320,28 @@ def summary(rows: list, em: EmergenceConfig) -> list:
 
 
 def tail_contrast(rows: list) -> dict:
-    """One variant's precursor (not the artifact): per seed, the baseline's last-block background
-    max / median at the last epoch over the least different register twin's. Returns the mean and sd
-    over the seeds that have both, and "k/n" seeds where it is at least TAIL_CONTRAST_MIN."""
+    """One variant's precursor (not the artifact): per baseline seed, its background max / median at
+    its last epoch and last block over the same block's of its least different register twin at that
+    epoch. A seed without such a twin, or without a ratio, counts as not reaching TAIL_CONTRAST_MIN.
+    Returns the mean and sd over the seeds that have both ("sd" None with fewer than two), and "k/n"
+    over every baseline seed."""
     end = {}
     for x in rows:
-        if x["bg_ratio"] is None:
-            continue
         key = (x["seed"], x["registers"])
-        cur = end.get(key)
-        if cur is None or (x["epoch"], x["block"]) > (cur["epoch"], cur["block"]):
+        if key not in end or (x["epoch"], x["block"]) > (end[key]["epoch"], end[key]["block"]):
             end[key] = x
+    at = {(x["seed"], x["registers"], x["epoch"], x["block"]): x["bg_ratio"] for x in rows}
+    seeds = sorted(s for s, r in end if r == 0)
     per_seed = []
-    for (s, r), x in sorted(end.items()):
-        twins = [t["bg_ratio"] for (s2, r2), t in end.items() if s2 == s and r2 and t["epoch"] == x["epoch"]]
-        if r == 0 and twins:
+    for s in seeds:
+        x = end[(s, 0)]
+        twins = [at.get((s, r, x["epoch"], x["block"])) for s2, r in end if s2 == s and r]
+        if x["bg_ratio"] and twins and all(twins):
             per_seed.append(x["bg_ratio"] / max(twins))
-    if not per_seed:
-        return {"tail_contrast": None, "tail_contrast_sd": None, "tail_seeds": "0/0"}
     c = np.array(per_seed)
-    return {"tail_contrast": float(c.mean()), "tail_contrast_sd": float(c.std(ddof=1)) if len(c) > 1 else 0.0,
-            "tail_seeds": f"{int((c >= TAIL_CONTRAST_MIN).sum())}/{len(c)}"}
+    return {"tail_contrast": float(c.mean()) if len(c) else None,
+            "tail_contrast_sd": float(c.std(ddof=1)) if len(c) > 1 else None,
+            "tail_seeds": f"{int((c >= TAIL_CONTRAST_MIN).sum())}/{len(seeds)}"}
 
 
 def provenance_record(profile: str) -> dict:
