@@ -35,4 +35,5 @@ def test_the_shipped_profiles_are_no_stage_dependency():
         return subprocess.run([sys.executable, "-m", "dvc", "check-ignore", path], cwd=REPO,
                               capture_output=True, text=True).returncode == 0
     assert ignored("src/regstudy/profiles/laptop.yaml")
+    assert ignored("src/regstudy/profiles/map.yaml")
     assert not ignored("src/regstudy/plotting.py") and not ignored("params.yaml")
