@@ -146,3 +146,21 @@ def test_lost_degree_map_has_a_colour_bar_and_the_boxes_on_both_panels():
     labels = axes[1].get_legend_handles_labels()[1]
     assert labels == ["outlier token", "true box", "LOST box", "LOST seed (lowest degree)"]
     assert axes[1].get_images()[0].get_clim() == (0, 16)
+
+
+def test_phase_diagram_labels_of_variants_on_one_spot_do_not_overlap():
+    """Two variants that land on one marker (LayerScale off drops a few parameters) get their labels one
+    below the other; variants far apart keep theirs level with their markers."""
+    import matplotlib.pyplot as plt
+    from regstudy import emergence_plots
+
+    def row(name, params, lr):
+        return {"variant": name, "trained": True, "params": params, "lr": lr, "onset": None, "images_seen": 110_000}
+
+    fig, ax = plt.subplots()
+    emergence_plots.phase_diagram(ax, [row("a", 206_538, 3e-3), row("a-nols", 205_770, 3e-3),
+                                       row("wide", 1_200_000, 3e-3)])
+    offsets = {t.get_text().split(":")[0]: t.xyann[1] for t in ax.texts}
+    plt.close(fig)
+    assert offsets["a"] != offsets["a-nols"]
+    assert offsets["wide"] == offsets["a"]

@@ -80,6 +80,12 @@ def _edges(centres) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
+def _spot(params: float, lr: float) -> tuple:
+    """Where a variant's marker lands on the log-log phase diagram, to 1% (LayerScale off, say,
+    drops a few hundred parameters: the same spot to the eye, so its label goes below the other's)."""
+    return round(float(np.log10(params)), 2), round(float(np.log10(lr)), 2)
+
+
 def phase_diagram(ax, summary: list) -> None:
     """Each trained variant at (parameters, learning rate): coloured by the images seen at the onset
     of the artifact (colour bar), a grey cross where it never settled, with the images it saw."""
@@ -90,7 +96,7 @@ def phase_diagram(ax, summary: list) -> None:
     stacked = {}                                   # variants at one point (e.g. lengths of one model)
     for s in done:
         x, y = s["params"], s["lr"]
-        k = stacked[(x, y)] = stacked.get((x, y), -1) + 1
+        k = stacked[_spot(x, y)] = stacked.get(_spot(x, y), -1) + 1
         if s.get("onset"):
             ax.scatter(x, y, s=80, color=cmap(norm(s["onset"])), edgecolor="0.2", zorder=3)
         else:
