@@ -158,9 +158,11 @@ def test_phase_diagram_labels_of_variants_on_one_spot_do_not_overlap():
         return {"variant": name, "trained": True, "params": params, "lr": lr, "onset": None, "images_seen": 110_000}
 
     fig, ax = plt.subplots()
-    emergence_plots.phase_diagram(ax, [row("a", 206_538, 3e-3), row("a-nols", 205_770, 3e-3),
-                                       row("wide", 1_200_000, 3e-3)])
+    # 206,539 and 206,530 straddle a rounding edge of log10 (5.315): they are one spot all the same
+    emergence_plots.phase_diagram(ax, [row("a", 206_539, 3e-3), row("a-nols", 206_530, 3e-3),
+                                       row("a-x2", 205_770, 3e-3), row("wide", 1_200_000, 3e-3),
+                                       row("a-lr", 206_539, 1e-2)])
     offsets = {t.get_text().split(":")[0]: t.xyann[1] for t in ax.texts}
     plt.close(fig)
-    assert offsets["a"] != offsets["a-nols"]
-    assert offsets["wide"] == offsets["a"]
+    assert len({offsets["a"], offsets["a-nols"], offsets["a-x2"]}) == 3
+    assert offsets["wide"] == offsets["a"] == offsets["a-lr"]

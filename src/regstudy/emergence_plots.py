@@ -80,10 +80,13 @@ def _edges(centres) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
-def _spot(params: float, lr: float) -> tuple:
-    """Where a variant's marker lands on the log-log phase diagram, to 1% (LayerScale off, say,
-    drops a few hundred parameters: the same spot to the eye, so its label goes below the other's)."""
-    return round(float(np.log10(params)), 2), round(float(np.log10(lr)), 2)
+SAME_SPOT_DECADES = 0.01   # markers closer than this on both log axes (~2%) look like one: their labels stack
+
+
+def _same_spot(a: tuple, b: tuple) -> bool:
+    """Two (parameters, learning rate) points that land on one marker of the log-log phase diagram
+    (LayerScale off, say, drops a few hundred parameters: the same spot to the eye)."""
+    return all(abs(np.log10(u) - np.log10(v)) < SAME_SPOT_DECADES for u, v in zip(a, b))
 
 
 def phase_diagram(ax, summary: list) -> None:
@@ -93,10 +96,11 @@ def phase_diagram(ax, summary: list) -> None:
     onsets = [s["onset"] for s in done if s.get("onset")]
     norm = mpl.colors.LogNorm(min(onsets), max(max(onsets), min(onsets) * 10)) if onsets else None
     cmap = plt.get_cmap(plotting.NORM_CMAP)
-    stacked = {}                                   # variants at one point (e.g. lengths of one model)
+    placed = []                                    # variants at one spot (e.g. lengths of one model) stack
     for s in done:
         x, y = s["params"], s["lr"]
-        k = stacked[_spot(x, y)] = stacked.get(_spot(x, y), -1) + 1
+        k = sum(_same_spot((x, y), p) for p in placed)
+        placed.append((x, y))
         if s.get("onset"):
             ax.scatter(x, y, s=80, color=cmap(norm(s["onset"])), edgecolor="0.2", zorder=3)
         else:
