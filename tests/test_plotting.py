@@ -151,7 +151,6 @@ def test_lost_degree_map_has_a_colour_bar_and_the_boxes_on_both_panels():
 def test_phase_diagram_labels_of_variants_on_one_spot_do_not_overlap():
     """Two variants that land on one marker (LayerScale off drops a few parameters) get their labels one
     below the other; variants far apart keep theirs level with their markers."""
-    import matplotlib.pyplot as plt
     from regstudy import emergence_plots
 
     def row(name, params, lr):
